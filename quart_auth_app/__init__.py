@@ -1,0 +1,113 @@
+"""quart_auth_app: cookie-session authentication on Quart, with server-side sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hypercorn.middleware import ProxyFixMiddleware
+from quart import Quart, session
+from quart_schema import QuartSchema
+
+from .cli import register_commands
+from .config import DEFAULTS, load_secret
+from .errors import AppError, register_error_handlers
+from .passwords import Hasher
+from .security import init_security
+from .sessions import ServerSessionInterface, purge_expired
+from .store import Store, open_store
+from .templating import init_templating
+from .throttle import Throttle
+from .views import account, api, pages
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+def _templates() -> str:
+    """Templates ship inside the wheel; in a checkout they sit beside the package."""
+    packaged = Path(__file__).parent / "templates"
+    return str(packaged if packaged.is_dir() else Path(__file__).parent.parent / "templates")
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Quart:
+    """Build the app: defaults, then QUART_* environment variables, then `config`."""
+    app = Quart(__name__, template_folder=_templates())
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_prefixed_env()
+    if config:
+        app.config.from_mapping(config)
+    if not app.config["DATABASE"]:
+        app.config["DATABASE"] = os.path.join(app.instance_path, "quart_auth_app.sqlite3")
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = load_secret(app.instance_path)
+    if not app.config.get("DATABASE_URL"):
+        Path(app.config["DATABASE"]).parent.mkdir(parents=True, exist_ok=True)
+
+    store = open_store(app.config)
+    app.extensions["auth_store"] = store
+    app.extensions["auth_hasher"] = Hasher(
+        int(app.config["BCRYPT_ROUNDS"]), int(app.config["BCRYPT_THREADS"])
+    )
+    app.extensions["auth_throttle"] = Throttle(store)
+    app.session_interface = ServerSessionInterface(store)  # type: ignore[assignment]
+
+    QuartSchema(
+        app,
+        info={"title": "quart_auth_app", "version": "1.0.0"},
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        swagger_ui_path=None,
+    )
+    for blueprint in (pages.bp, account.bp, api.bp):
+        app.register_blueprint(blueprint)
+    register_error_handlers(app)
+    init_security(app)
+    init_templating(app)
+    register_commands(app)
+    _init_lifecycle(app, store)
+
+    hops = int(app.config["TRUSTED_PROXY_HOPS"])
+    if hops > 0:
+        app.asgi_app = ProxyFixMiddleware(app.asgi_app, mode="legacy", trusted_hops=hops)  # type: ignore[method-assign]
+    return app
+
+
+def _init_lifecycle(app: Quart, store: Store) -> None:
+    """Open the store at start, purge expired rows in the background, close at shutdown."""
+
+    @app.before_serving
+    async def start() -> None:
+        await store.open()
+        app.extensions["auth_purger"] = asyncio.create_task(_purge_forever(app, store))
+
+    @app.after_serving
+    async def stop() -> None:
+        task = app.extensions.pop("auth_purger", None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await store.close()
+        app.extensions["auth_hasher"].close()
+
+    @app.before_request
+    async def refuse_when_store_down() -> None:
+        if getattr(session, "unavailable", False):
+            raise AppError(503, "unavailable", "The service is unavailable right now.")
+
+
+async def _purge_forever(app: Quart, store: Store) -> None:
+    interval = float(app.config["SESSION_PURGE_INTERVAL"])
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await purge_expired(app.config, store)
+        except Exception:  # the purge must outlive a passing database fault
+            log.exception("session purge failed")

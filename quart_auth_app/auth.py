@@ -1,0 +1,202 @@
+"""Sign-up, sign-in, sign-out and password change: the domain both HTML and API call.
+
+Vocabulary from Django's contrib.auth: `authenticate` checks credentials,
+`login_user` starts a session under a new token, `logout_user` ends it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar, cast
+from urllib.parse import quote
+
+from quart import current_app, redirect, request, session, url_for
+
+from .errors import AppError, from_status, invalid_input
+from .passwords import Hasher
+from .sessions import ServerSession, client_meta, expiry
+from .store import SessionRecord, Store, User
+from .throttle import Throttle
+from .validation import (
+    ValidationFailed,
+    check_new_password,
+    check_password_length,
+    check_registration,
+    normalise_email,
+    text,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+INVALID_CREDENTIALS = "Invalid credentials. Please try again."
+
+
+def store() -> Store:
+    """The current app's store."""
+    return cast(Store, current_app.extensions["auth_store"])
+
+
+def hasher() -> Hasher:
+    """The current app's bcrypt pool."""
+    return cast(Hasher, current_app.extensions["auth_hasher"])
+
+
+def throttle() -> Throttle:
+    """The current app's sign-in throttle."""
+    return cast(Throttle, current_app.extensions["auth_throttle"])
+
+
+def server_session() -> ServerSession:
+    """The request's session, typed."""
+    return cast(ServerSession, session._get_current_object())  # type: ignore[attr-defined]
+
+
+def current_user() -> User | None:
+    """The signed-in user, or None."""
+    return server_session().user
+
+
+async def record_event(user: User, kind: str) -> None:
+    """Log a security event for the user with this request's address and agent."""
+    agent, ip = client_meta()
+    await store().insert_event(user.id, kind, ip, agent, time.time())
+
+
+async def register(data: Mapping[str, Any]) -> User:
+    """Create an account from form or JSON fields and sign it in."""
+    try:
+        reg = check_registration(data, current_app.config)
+    except ValidationFailed as exc:
+        raise invalid_input(exc.fields) from None
+    await throttle().check_signup()
+    if await store().select_user_by_email(reg.email) is not None:
+        raise _taken()
+    password_hash = await hasher().hash(reg.password)
+    user = await store().insert_user(reg.email, reg.name, password_hash, time.time())
+    if user is None:  # another request won the race for this email
+        raise _taken()
+    await throttle().signed_up()
+    await login_user(user)
+    return user
+
+
+def _taken() -> AppError:
+    return AppError(
+        409,
+        "email_taken",
+        "An account with this email already exists. Sign in instead?",
+        {"email": "This email is already registered."},
+    )
+
+
+def read_credentials(data: Mapping[str, Any]) -> tuple[str, str]:
+    """Email (or the original example's `username`) and password, checked for shape only."""
+    email = normalise_email(text(data, "email") or text(data, "username"))
+    password = text(data, "password")
+    fields = {}
+    if not email:
+        fields["email"] = "Please enter your email address."
+    elif len(email) > 254 or not email.isprintable():
+        fields["email"] = "Please enter a valid email address."
+    problem = check_password_length(password, 1, current_app.config["PASSWORD_MAX_LENGTH"])
+    if problem:
+        fields["password"] = "Please enter your password." if not password else problem
+    if fields:
+        raise invalid_input(fields)
+    return email, password
+
+
+async def authenticate(email: str, password: str) -> User:
+    """The user these credentials belong to, or 401; known and unknown emails cost the same."""
+    await throttle().check_signin(email)
+    user = await store().select_user_by_email(email)
+    ok = await hasher().check(password, user.password_hash if user else None)
+    if user is None or not ok:
+        await throttle().signin_failed(email)
+        if user is not None:
+            await record_event(user, "sign-in failed")
+        raise AppError(401, "invalid_credentials", INVALID_CREDENTIALS)
+    await throttle().signin_succeeded(email)
+    if hasher().needs_rehash(user.password_hash):
+        await store().update_user_password(user.id, await hasher().hash(password))
+    return user
+
+
+async def login_user(user: User, remember: bool = False) -> None:
+    """Sign the user in: the session moves to a new token when the response is saved."""
+    current = server_session()
+    current.login_as = (user, remember)
+    current.user = user
+    await record_event(user, "sign-in")
+
+
+async def logout_user() -> None:
+    """Delete the session row now; the cookie ends with the response."""
+    current = server_session()
+    if current.user is not None:
+        await record_event(current.user, "sign-out")
+    if current.token_hash is not None:
+        await store().delete_session_by_hash(current.token_hash)
+    current.clear()
+    current.user, current.login_as, current.ended = None, None, True
+
+
+async def change_password(user: User, data: Mapping[str, Any]) -> None:
+    """Check the current password, store the new one, end every other session, rotate this one."""
+    current_password = text(data, "current_password")
+    new_password = text(data, "new_password")
+    problem = check_new_password(new_password, current_app.config, [user.email, user.name])
+    if problem:
+        raise invalid_input({"new_password": problem})
+    await throttle().check_signin(user.email)
+    if not await hasher().check(current_password, user.password_hash):
+        await throttle().signin_failed(user.email)
+        await record_event(user, "password change failed")
+        raise AppError(
+            403,
+            "wrong_password",
+            "The current password is not right.",
+            {"current_password": "The current password is not right."},
+        )
+    await store().update_user_password(user.id, await hasher().hash(new_password))
+    current = server_session()
+    await store().delete_sessions_of_user(user.id, except_hash=current.token_hash)
+    current.login_as = (user, current.record.remember if current.record else False)
+    await record_event(user, "password changed")
+
+
+async def list_sessions(user: User) -> list[SessionRecord]:
+    """The user's live sessions, most recently used first."""
+    return await store().select_sessions_of_user(user.id, expiry(current_app.config, time.time()))
+
+
+async def revoke_session(user: User, session_id: str) -> None:
+    """End one of the user's own sessions; 404 for any id that is not theirs."""
+    if not await store().delete_session_of_user(user.id, session_id):
+        raise AppError(404, "not_found", "There is no such session.")
+    await record_event(user, "session revoked")
+
+
+async def revoke_other_sessions(user: User) -> int:
+    """End every session of the user but this one; return how many ended."""
+    count = await store().delete_sessions_of_user(user.id, except_hash=server_session().token_hash)
+    await record_event(user, "other sessions revoked")
+    return count
+
+
+def login_required(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[Any]]:
+    """Pages redirect anonymous visitors to the login form; the API answers 401."""
+
+    @wraps(view)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+        if current_user() is None:
+            if request.path.startswith("/api/"):
+                raise from_status(401)
+            target = request.full_path.rstrip("?")
+            return redirect(f"{url_for('pages.login')}?next={quote(target, safe='/')}")
+        return await view(*args, **kwargs)
+
+    return wrapper

@@ -1,0 +1,57 @@
+"""Configuration defaults (SPEC §2) and the secret kept in the instance folder."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "DATABASE": None,  # None: instance/quart_auth_app.sqlite3
+    "DATABASE_URL": None,  # postgresql://... switches to PostgreSQL (SPEC §9)
+    "DATABASE_POOL_SIZE": 10,
+    "BCRYPT_ROUNDS": 12,
+    "BCRYPT_THREADS": os.cpu_count() or 1,
+    "SESSION_IDLE_TIMEOUT": 7200,
+    "SESSION_LIFETIME": 86400,
+    "REMEMBER_LIFETIME": 2592000,
+    "SESSION_COOKIE_NAME": "session",
+    "SESSION_COOKIE_SECURE": False,
+    "SESSION_PURGE_INTERVAL": 300,
+    "THROTTLE_ENABLED": True,
+    "THROTTLE_ACCOUNT_FAILURES": 5,
+    "THROTTLE_ADDRESS_FAILURES": 100,
+    "THROTTLE_SIGNUPS_PER_ADDRESS": 20,
+    "THROTTLE_WINDOW": 900,
+    "TRUSTED_PROXY_HOPS": 0,  # how many reverse proxies set X-Forwarded-For
+    "MAX_CONTENT_LENGTH": 65536,
+    "PASSWORD_MIN_LENGTH": 8,
+    "PASSWORD_MAX_LENGTH": 1024,
+    "PASSWORD_MIN_SCORE": 2,  # zxcvbn score 0-4
+    "EVENTS_SHOWN": 20,
+}
+
+
+def load_secret(instance_path: str, name: str = "secret_key") -> str:
+    """Read the instance secret, creating it (mode 0600) on first start.
+
+    Several workers may start at once: the secret is written to a private
+    temporary file and linked into place, so exactly one value wins and nobody
+    reads a half-written file.
+    """
+    folder = Path(instance_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    if not path.exists():
+        tmp = folder / f".{name}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()

@@ -1,0 +1,202 @@
+"""Server-side sessions behind Quart's `session` and `flash()` (SPEC §5).
+
+The cookie carries only a random token; the database keys the row by the
+token's SHA-256, so a copy of the database cannot be replayed as cookies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+from quart import request
+from quart.sessions import SessionInterface, SessionMixin
+from quart.wrappers import BaseRequestWebsocket, Response
+
+from .store import Expiry, SessionRecord, Store, StoreUnavailable, User
+
+if TYPE_CHECKING:
+    from quart import Quart
+
+log = logging.getLogger(__name__)
+
+TOKEN_BYTES = 32  # 256 bits from `secrets`
+MAX_COOKIE_LENGTH = 128
+TOUCH_EVERY_MAX = 60.0  # last_seen is refreshed at least this often (seconds)...
+TOUCH_FRACTION = 0.1  # ...and at least every tenth of the idle timeout
+
+
+def hash_token(token: str) -> bytes:
+    """The key a token is stored under."""
+    return hashlib.sha256(token.encode("ascii")).digest()
+
+
+def new_token() -> tuple[str, bytes]:
+    """A fresh cookie token and its hash."""
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    return token, hash_token(token)
+
+
+def expiry(config: Any, now: float) -> Expiry:
+    """The cut-offs that make a session dead at `now`."""
+    return Expiry(now=now, idle_cutoff=now - float(config["SESSION_IDLE_TIMEOUT"]))
+
+
+class ServerSession(dict[str, Any], SessionMixin):
+    """The session dict plus what the store needs to save it."""
+
+    def __init__(self, record: SessionRecord | None = None) -> None:
+        super().__init__(record.data if record else {})
+        self.record = record
+        self.user: User | None = record.user if record else None
+        self.unavailable = False  # the store did not answer while loading
+        self.stale_cookie = False  # the request carried a cookie that matched no live row
+        self.login_as: tuple[User, bool] | None = None  # (user, remember): rotate on save
+        self.ended = False  # logged out: the old row is gone, start afresh
+        self._snapshot = {key: json.dumps(value) for key, value in self.items()}
+
+    @property
+    def token_hash(self) -> bytes | None:
+        return self.record.token_hash if self.record and not self.ended else None
+
+    def changes(self) -> tuple[dict[str, Any], list[str]]:
+        """Keys set or changed since load, and keys removed (in-place edits included)."""
+        changed = {
+            key: value
+            for key, value in self.items()
+            if self._snapshot.get(key) != json.dumps(value)
+        }
+        removed = [key for key in self._snapshot if key not in self]
+        return changed, removed
+
+
+def client_meta() -> tuple[str, str]:
+    """The current request's user agent (printable, bounded) and client address."""
+    agent = request.headers.get("User-Agent", "")
+    agent = "".join(ch for ch in agent if ch.isprintable())[:512]
+    return agent, (request.remote_addr or "")[:64]
+
+
+class ServerSessionInterface(SessionInterface):
+    """Loads the session row named by the cookie; saves changes atomically (merge)."""
+
+    session_class = ServerSession
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def get_cookie_secure(self, app: Quart) -> bool:
+        return bool(app.config["SESSION_COOKIE_SECURE"]) or request.scheme == "https"
+
+    async def open_session(self, app: Quart, request: BaseRequestWebsocket) -> ServerSession:
+        token = request.cookies.get(self.get_cookie_name(app))
+        if not token:
+            return ServerSession()
+        if len(token) > MAX_COOKIE_LENGTH or not token.isascii():
+            return self._stale()
+        try:
+            record = await self.store.select_session_by_hash(hash_token(token))
+        except StoreUnavailable:
+            log.warning("session store unavailable while loading a session")
+            session = ServerSession()
+            session.unavailable = True
+            return session
+        now = time.time()
+        if record is None or not self._alive(app, record, now):
+            return self._stale()
+        return ServerSession(record)
+
+    @staticmethod
+    def _stale() -> ServerSession:
+        session = ServerSession()
+        session.stale_cookie = True
+        return session
+
+    @staticmethod
+    def _alive(app: Quart, record: SessionRecord, now: float) -> bool:
+        if record.expires_at <= now:
+            return False
+        idle = float(app.config["SESSION_IDLE_TIMEOUT"])
+        return record.remember or record.last_seen > now - idle
+
+    async def save_session(  # type: ignore[override]
+        self, app: Quart, session: ServerSession, response: Response
+    ) -> None:
+        if session.unavailable:
+            return
+        now = time.time()
+        if session.login_as is not None:
+            await self._start(app, session, response, now)
+        elif session.token_hash is None:
+            if session:
+                await self._start(app, session, response, now)
+            elif session.ended or session.stale_cookie:
+                self._end_cookie(app, response)
+        elif not session and session.user is None:
+            await self.store.delete_session_by_hash(session.token_hash)
+            self._end_cookie(app, response)
+        else:
+            await self._update(app, session, now)
+
+    async def _start(
+        self, app: Quart, session: ServerSession, response: Response, now: float
+    ) -> None:
+        """Store the session under a new token (sign-in, or first data) and set the cookie."""
+        user, remember = session.login_as or (session.user, False)
+        lifetime = app.config["REMEMBER_LIFETIME" if remember else "SESSION_LIFETIME"]
+        token, token_hash = new_token()
+        agent, ip = client_meta()
+        record = SessionRecord(
+            id=secrets.token_urlsafe(16),
+            token_hash=token_hash,
+            user_id=user.id if user else None,
+            data=dict(session),
+            remember=remember,
+            created_at=now,
+            last_seen=now,
+            expires_at=now + float(lifetime),
+            user_agent=agent,
+            ip=ip,
+        )
+        await self.store.replace_session(session.token_hash, record)
+        session.record, session.user, session.ended = record, user, False
+        response.set_cookie(
+            self.get_cookie_name(app),
+            token,
+            max_age=int(lifetime) if remember else None,
+            path="/",
+            secure=self.get_cookie_secure(app),
+            httponly=True,
+            samesite="Lax",
+        )
+
+    async def _update(self, app: Quart, session: ServerSession, now: float) -> None:
+        assert session.record is not None
+        changed, removed = session.changes()
+        if changed or removed:
+            await self.store.merge_session_data(session.record.token_hash, changed, removed, now)
+            return
+        idle = float(app.config["SESSION_IDLE_TIMEOUT"])
+        if now - session.record.last_seen >= min(TOUCH_EVERY_MAX, idle * TOUCH_FRACTION):
+            await self.store.touch_session(session.record.token_hash, now)
+
+    def _end_cookie(self, app: Quart, response: Response) -> None:
+        response.delete_cookie(
+            self.get_cookie_name(app),
+            path="/",
+            secure=self.get_cookie_secure(app),
+            httponly=True,
+            samesite="Lax",
+        )
+
+
+async def purge_expired(config: Any, store: Store) -> int:
+    """Delete expired sessions and stale throttle counters; return the sessions deleted."""
+    now = time.time()
+    deleted = await store.delete_expired_sessions(expiry(config, now))
+    await store.delete_stale_throttle(now - float(config["THROTTLE_WINDOW"]))
+    return deleted

@@ -1,0 +1,117 @@
+"""The storage interface: rows as frozen dataclasses, one `Store` protocol, two engines.
+
+SQLite (`sqlite.py`) is the embedded default; PostgreSQL (`postgres.py`) is the
+shared engine for several nodes (SPEC §9). Views and domain code only ever see
+`Store`, so both engines answer the same calls with the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class StoreUnavailable(Exception):
+    """The database could not be reached or did not answer in time."""
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    email: str
+    name: str
+    password_hash: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    id: str
+    token_hash: bytes
+    user_id: int | None
+    data: dict[str, Any]
+    remember: bool
+    created_at: float
+    last_seen: float
+    expires_at: float
+    user_agent: str
+    ip: str
+    user: User | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    ip: str
+    user_agent: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Expiry:
+    """What makes a session dead at time `now`: past its absolute end, or idle too long."""
+
+    now: float
+    idle_cutoff: float  # non-remembered sessions last seen before this are dead
+
+
+class Store(Protocol):
+    """Everything the app asks of its database; every write is committed on return."""
+
+    engine: str
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def migrate(self) -> int: ...
+    async def ping(self) -> None: ...
+
+    async def insert_user(
+        self, email: str, name: str, password_hash: str, now: float
+    ) -> User | None: ...
+    async def select_user_by_email(self, email: str) -> User | None: ...
+    async def select_user_by_id(self, user_id: int) -> User | None: ...
+    async def update_user_password(self, user_id: int, password_hash: str) -> None: ...
+
+    async def select_session_by_hash(self, token_hash: bytes) -> SessionRecord | None: ...
+    async def insert_session(self, record: SessionRecord) -> None: ...
+    async def replace_session(self, old_hash: bytes | None, record: SessionRecord) -> None: ...
+    async def merge_session_data(
+        self, token_hash: bytes, changed: Mapping[str, Any], removed: list[str], now: float
+    ) -> bool: ...
+    async def touch_session(self, token_hash: bytes, now: float) -> None: ...
+    async def delete_session_by_hash(self, token_hash: bytes) -> None: ...
+    async def select_sessions_of_user(
+        self, user_id: int, expiry: Expiry
+    ) -> list[SessionRecord]: ...
+    async def delete_session_of_user(self, user_id: int, session_id: str) -> bool: ...
+    async def delete_sessions_of_user(
+        self, user_id: int, except_hash: bytes | None = None
+    ) -> int: ...
+    async def delete_expired_sessions(self, expiry: Expiry) -> int: ...
+    async def count_sessions(self) -> int: ...
+
+    async def hit_throttle(self, key: str, now: float, window: float) -> tuple[int, float]: ...
+    async def select_throttle(
+        self, key: str, now: float, window: float
+    ) -> tuple[int, float] | None: ...
+    async def clear_throttle(self, key: str) -> None: ...
+    async def delete_stale_throttle(self, cutoff: float) -> int: ...
+
+    async def insert_event(
+        self, user_id: int, kind: str, ip: str, user_agent: str, now: float
+    ) -> None: ...
+    async def select_events_of_user(self, user_id: int, limit: int) -> list[Event]: ...
+
+
+def open_store(config: Mapping[str, Any]) -> Store:
+    """Pick the engine the configuration names: PostgreSQL for `DATABASE_URL`, else SQLite."""
+    url = config.get("DATABASE_URL")
+    if url:
+        from .postgres import PostgresStore  # type: ignore[import-untyped,unused-ignore]
+
+        store: Store = PostgresStore(url, pool_size=int(config["DATABASE_POOL_SIZE"]))
+        return store
+    from .sqlite import SQLiteStore
+
+    return SQLiteStore(str(config["DATABASE"]))

@@ -1,0 +1,18 @@
+"""Split a schema file into its numbered migrations (shared by both engines)."""
+
+from __future__ import annotations
+
+import re
+
+MARKER = re.compile(r"^-- migration (\d+)\s*$", re.MULTILINE)
+
+
+def split_migrations(text: str) -> list[tuple[int, list[str]]]:
+    """Return [(number, [statement, ...]), ...] in file order."""
+    parts = MARKER.split(text)
+    migrations = []
+    for number, body in zip(parts[1::2], parts[2::2], strict=True):
+        lines = [line.split("--", 1)[0] for line in body.splitlines()]
+        statements = [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+        migrations.append((int(number), statements))
+    return migrations

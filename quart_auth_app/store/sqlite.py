@@ -1,0 +1,388 @@
+"""SQLite engine: WAL, one serialised writer connection, separate readers (SPEC §8)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+import aiosqlite
+
+from . import Event, Expiry, SessionRecord, StoreUnavailable, User
+from .migrations import split_migrations
+
+BUSY_TIMEOUT_MS = 30_000
+READERS = 2
+
+SESSION_COLUMNS = """
+    s.id, s.token_hash, s.user_id, s.data, s.remember, s.created_at, s.last_seen,
+    s.expires_at, s.user_agent, s.ip,
+    u.email AS u_email, u.name AS u_name, u.password_hash AS u_password_hash,
+    u.created_at AS u_created_at
+"""
+
+
+def _user(row: sqlite3.Row) -> User:
+    return User(row["id"], row["email"], row["name"], row["password_hash"], row["created_at"])
+
+
+def _session(row: sqlite3.Row) -> SessionRecord:
+    user = None
+    if row["user_id"] is not None:
+        user = User(
+            row["user_id"],
+            row["u_email"],
+            row["u_name"],
+            row["u_password_hash"],
+            row["u_created_at"],
+        )
+    return SessionRecord(
+        id=row["id"],
+        token_hash=bytes(row["token_hash"]),
+        user_id=row["user_id"],
+        data=json.loads(row["data"]),
+        remember=bool(row["remember"]),
+        created_at=row["created_at"],
+        last_seen=row["last_seen"],
+        expires_at=row["expires_at"],
+        user_agent=row["user_agent"],
+        ip=row["ip"],
+        user=user,
+    )
+
+
+def _session_params(record: SessionRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "token_hash": record.token_hash,
+        "user_id": record.user_id,
+        "data": json.dumps(record.data),
+        "remember": int(record.remember),
+        "created_at": record.created_at,
+        "last_seen": record.last_seen,
+        "expires_at": record.expires_at,
+        "user_agent": record.user_agent,
+        "ip": record.ip,
+    }
+
+
+INSERT_SESSION = """
+    INSERT INTO sessions (id, token_hash, user_id, data, remember, created_at,
+                          last_seen, expires_at, user_agent, ip)
+    VALUES (:id, :token_hash, :user_id, :data, :remember, :created_at,
+            :last_seen, :expires_at, :user_agent, :ip)
+"""
+
+
+async def _run(db: aiosqlite.Connection, sql: str, params: Mapping[str, Any] = {}) -> int:
+    """Execute one statement to completion and release it; return the rows changed.
+
+    A cursor left open keeps its statement active, and an active statement
+    holds SQLite locks, so every statement here is closed at once.
+    """
+    async with db.execute(sql, params) as cursor:
+        await cursor.fetchall()
+        return cursor.rowcount
+
+
+class SQLiteStore:
+    """Users, sessions, throttling and events in one SQLite file."""
+
+    engine = "sqlite"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._writer: aiosqlite.Connection | None = None
+        self._readers: list[aiosqlite.Connection] = []
+        self._next_reader = 0
+        self._write_lock = asyncio.Lock()
+        self._open_lock = asyncio.Lock()
+
+    async def _connect(self) -> aiosqlite.Connection:
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        await _run(db, f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await _run(db, "PRAGMA foreign_keys = ON")
+        # FULL: a commit is on disk before the response says so (SPEC §8).
+        await _run(db, "PRAGMA synchronous = FULL")
+        return db
+
+    async def open(self) -> None:
+        """Connect and migrate once per process; later calls are no-ops."""
+        async with self._open_lock:
+            if self._writer is not None:
+                return
+            try:
+                writer = await self._connect()
+                await _run(writer, "PRAGMA journal_mode = WAL")
+                self._readers = [await self._connect() for _ in range(READERS)]
+                self._writer = writer
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(str(exc)) from exc
+            await self.migrate()
+
+    async def close(self) -> None:
+        """Close every connection."""
+        for db in [self._writer, *self._readers]:
+            if db is not None:
+                await db.close()
+        self._writer, self._readers = None, []
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The one writer path: a process-wide lock, then BEGIN IMMEDIATE across processes."""
+        if self._writer is None:
+            await self.open()
+        assert self._writer is not None
+        async with self._write_lock:
+            db = self._writer
+            try:
+                await _run(db, "BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(str(exc)) from exc
+            try:
+                yield db
+            except BaseException:
+                await db.rollback()
+                raise
+            try:
+                await db.commit()
+            except sqlite3.Error as exc:
+                await db.rollback()
+                raise StoreUnavailable(str(exc)) from exc
+
+    async def _read(
+        self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] = ()
+    ) -> list[sqlite3.Row]:
+        if not self._readers:
+            await self.open()
+        self._next_reader = (self._next_reader + 1) % len(self._readers)
+        try:
+            async with self._readers[self._next_reader].execute(sql, params) as cursor:
+                return list(await cursor.fetchall())
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def migrate(self) -> int:
+        """Run the schema's migrations past `PRAGMA user_version`; return the new version."""
+        text = resources.files("quart_auth_app").joinpath("sql/sqlite.sql").read_text()
+        async with self._write() as db:
+            async with db.execute("PRAGMA user_version") as cursor:
+                row = await cursor.fetchone()
+            version = int(row[0]) if row else 0
+            for number, statements in split_migrations(text):
+                if number <= version:
+                    continue
+                for statement in statements:
+                    await _run(db, statement)
+                version = number
+                await _run(db, f"PRAGMA user_version = {number}")
+        return version
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers."""
+        await self._read("SELECT 1")
+
+    # users
+
+    async def insert_user(
+        self, email: str, name: str, password_hash: str, now: float
+    ) -> User | None:
+        """Create a user; None when the email is taken."""
+        async with (
+            self._write() as db,
+            db.execute(
+                """INSERT INTO users (email, name, password_hash, created_at)
+                   VALUES (:email, :name, :hash, :now)
+                   ON CONFLICT (email) DO NOTHING
+                   RETURNING id, email, name, password_hash, created_at""",
+                {"email": email, "name": name, "hash": password_hash, "now": now},
+            ) as cursor,
+        ):
+            row = await cursor.fetchone()
+        return _user(row) if row else None
+
+    async def select_user_by_email(self, email: str) -> User | None:
+        rows = await self._read(
+            "SELECT id, email, name, password_hash, created_at FROM users WHERE email = :email",
+            {"email": email},
+        )
+        return _user(rows[0]) if rows else None
+
+    async def select_user_by_id(self, user_id: int) -> User | None:
+        rows = await self._read(
+            "SELECT id, email, name, password_hash, created_at FROM users WHERE id = :id",
+            {"id": user_id},
+        )
+        return _user(rows[0]) if rows else None
+
+    async def update_user_password(self, user_id: int, password_hash: str) -> None:
+        async with self._write() as db:
+            await _run(
+                db,
+                "UPDATE users SET password_hash = :hash WHERE id = :id",
+                {"hash": password_hash, "id": user_id},
+            )
+
+    # sessions
+
+    async def select_session_by_hash(self, token_hash: bytes) -> SessionRecord | None:
+        rows = await self._read(
+            f"""SELECT {SESSION_COLUMNS} FROM sessions AS s
+                LEFT JOIN users AS u ON u.id = s.user_id
+                WHERE s.token_hash = :hash""",
+            {"hash": token_hash},
+        )
+        return _session(rows[0]) if rows else None
+
+    async def insert_session(self, record: SessionRecord) -> None:
+        async with self._write() as db:
+            await _run(db, INSERT_SESSION, _session_params(record))
+
+    async def replace_session(self, old_hash: bytes | None, record: SessionRecord) -> None:
+        """Swap a session for a new one under a new token, atomically (rotation)."""
+        async with self._write() as db:
+            if old_hash is not None:
+                await _run(db, "DELETE FROM sessions WHERE token_hash = :hash", {"hash": old_hash})
+            await _run(db, INSERT_SESSION, _session_params(record))
+
+    async def merge_session_data(
+        self, token_hash: bytes, changed: Mapping[str, Any], removed: list[str], now: float
+    ) -> bool:
+        """Apply one request's changes to the stored data, keeping other requests' writes."""
+        async with self._write() as db:
+            async with db.execute(
+                "SELECT data FROM sessions WHERE token_hash = :hash", {"hash": token_hash}
+            ) as cursor:
+                row = await cursor.fetchone()
+            if row is None:
+                return False
+            data = json.loads(row[0])
+            data.update(changed)
+            for key in removed:
+                data.pop(key, None)
+            await _run(
+                db,
+                "UPDATE sessions SET data = :data, last_seen = :now WHERE token_hash = :hash",
+                {"data": json.dumps(data), "now": now, "hash": token_hash},
+            )
+        return True
+
+    async def touch_session(self, token_hash: bytes, now: float) -> None:
+        async with self._write() as db:
+            await _run(
+                db,
+                "UPDATE sessions SET last_seen = :now WHERE token_hash = :hash",
+                {"now": now, "hash": token_hash},
+            )
+
+    async def delete_session_by_hash(self, token_hash: bytes) -> None:
+        async with self._write() as db:
+            await _run(db, "DELETE FROM sessions WHERE token_hash = :hash", {"hash": token_hash})
+
+    async def select_sessions_of_user(self, user_id: int, expiry: Expiry) -> list[SessionRecord]:
+        rows = await self._read(
+            f"""SELECT {SESSION_COLUMNS} FROM sessions AS s
+                LEFT JOIN users AS u ON u.id = s.user_id
+                WHERE s.user_id = :user_id AND s.expires_at > :now
+                  AND (s.remember = 1 OR s.last_seen > :idle_cutoff)
+                ORDER BY s.last_seen DESC""",
+            {"user_id": user_id, "now": expiry.now, "idle_cutoff": expiry.idle_cutoff},
+        )
+        return [_session(row) for row in rows]
+
+    async def delete_session_of_user(self, user_id: int, session_id: str) -> bool:
+        async with self._write() as db:
+            deleted = await _run(
+                db,
+                "DELETE FROM sessions WHERE id = :id AND user_id = :user_id",
+                {"id": session_id, "user_id": user_id},
+            )
+        return deleted > 0
+
+    async def delete_sessions_of_user(self, user_id: int, except_hash: bytes | None = None) -> int:
+        async with self._write() as db:
+            return await _run(
+                db,
+                """DELETE FROM sessions WHERE user_id = :user_id
+                   AND (:except_hash IS NULL OR token_hash != :except_hash)""",
+                {"user_id": user_id, "except_hash": except_hash},
+            )
+
+    async def delete_expired_sessions(self, expiry: Expiry) -> int:
+        async with self._write() as db:
+            return await _run(
+                db,
+                """DELETE FROM sessions WHERE expires_at <= :now
+                   OR (remember = 0 AND last_seen <= :idle_cutoff)""",
+                {"now": expiry.now, "idle_cutoff": expiry.idle_cutoff},
+            )
+
+    async def count_sessions(self) -> int:
+        rows = await self._read("SELECT count(*) FROM sessions")
+        return int(rows[0][0])
+
+    # throttling
+
+    async def hit_throttle(self, key: str, now: float, window: float) -> tuple[int, float]:
+        """Count one failure for `key` in a fixed window; return (count, window start)."""
+        async with (
+            self._write() as db,
+            db.execute(
+                """INSERT INTO throttle (key, count, window_start) VALUES (:key, 1, :now)
+                   ON CONFLICT (key) DO UPDATE SET
+                     count = CASE WHEN window_start <= :cutoff THEN 1 ELSE count + 1 END,
+                     window_start = CASE WHEN window_start <= :cutoff THEN :now
+                                         ELSE window_start END
+                   RETURNING count, window_start""",
+                {"key": key, "now": now, "cutoff": now - window},
+            ) as cursor,
+        ):
+            row = await cursor.fetchone()
+        assert row is not None
+        return int(row[0]), float(row[1])
+
+    async def select_throttle(
+        self, key: str, now: float, window: float
+    ) -> tuple[int, float] | None:
+        """The key's (count, window start) while its window is open, else None."""
+        rows = await self._read(
+            "SELECT count, window_start FROM throttle WHERE key = :key AND window_start > :cutoff",
+            {"key": key, "cutoff": now - window},
+        )
+        return (int(rows[0][0]), float(rows[0][1])) if rows else None
+
+    async def clear_throttle(self, key: str) -> None:
+        async with self._write() as db:
+            await _run(db, "DELETE FROM throttle WHERE key = :key", {"key": key})
+
+    async def delete_stale_throttle(self, cutoff: float) -> int:
+        async with self._write() as db:
+            return await _run(
+                db, "DELETE FROM throttle WHERE window_start <= :cutoff", {"cutoff": cutoff}
+            )
+
+    # security events
+
+    async def insert_event(
+        self, user_id: int, kind: str, ip: str, user_agent: str, now: float
+    ) -> None:
+        async with self._write() as db:
+            await _run(
+                db,
+                """INSERT INTO events (user_id, kind, ip, user_agent, created_at)
+                   VALUES (:user_id, :kind, :ip, :user_agent, :now)""",
+                {"user_id": user_id, "kind": kind, "ip": ip, "user_agent": user_agent, "now": now},
+            )
+
+    async def select_events_of_user(self, user_id: int, limit: int) -> list[Event]:
+        rows = await self._read(
+            """SELECT kind, ip, user_agent, created_at FROM events
+               WHERE user_id = :user_id ORDER BY created_at DESC, id DESC LIMIT :limit""",
+            {"user_id": user_id, "limit": limit},
+        )
+        return [Event(row[0], row[1], row[2], row[3]) for row in rows]

@@ -1,0 +1,84 @@
+"""Failed sign-in and sign-up limits, counted in the database so every worker agrees (SPEC §7)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from quart import current_app, request
+
+from .errors import AppError
+from .store import Store
+
+
+def client_address() -> str:
+    """The client's address: the socket's, or what a configured trusted proxy reported."""
+    return request.remote_addr or "unknown"
+
+
+def _too_many(retry_after: float) -> AppError:
+    wait = max(1, math.ceil(retry_after))
+    return AppError(
+        429,
+        "too_many_attempts",
+        f"Too many attempts. Please wait {wait} seconds and try again.",
+        retry_after=wait,
+    )
+
+
+class Throttle:
+    """Fixed-window counters keyed by account and by address."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def _on(self) -> bool:
+        return bool(current_app.config["THROTTLE_ENABLED"])
+
+    async def _check(self, limits: dict[str, int]) -> None:
+        if not self._on():
+            return
+        now, window = time.time(), float(current_app.config["THROTTLE_WINDOW"])
+        for key, limit in limits.items():
+            state = await self.store.select_throttle(key, now, window)
+            if state is not None and state[0] >= limit:
+                raise _too_many(state[1] + window - now)
+
+    def _signin_limits(self, email: str) -> dict[str, int]:
+        config = current_app.config
+        return {
+            f"account:{email}": int(config["THROTTLE_ACCOUNT_FAILURES"]),
+            f"address:{client_address()}": int(config["THROTTLE_ADDRESS_FAILURES"]),
+        }
+
+    async def check_signin(self, email: str) -> None:
+        """Raise 429 when this account or this address has failed too often lately."""
+        await self._check(self._signin_limits(email))
+
+    async def signin_failed(self, email: str) -> None:
+        """Count a failed sign-in against the account and the address."""
+        if self._on():
+            now, window = time.time(), float(current_app.config["THROTTLE_WINDOW"])
+            for key in self._signin_limits(email):
+                await self.store.hit_throttle(key, now, window)
+
+    async def signin_succeeded(self, email: str) -> None:
+        """Forget the account's failures (the address keeps its count)."""
+        if self._on():
+            await self.store.clear_throttle(f"account:{email}")
+
+    def _signup_limits(self) -> dict[str, int]:
+        return {
+            f"signup:{client_address()}": int(current_app.config["THROTTLE_SIGNUPS_PER_ADDRESS"])
+        }
+
+    async def check_signup(self) -> None:
+        """Raise 429 when this address has signed up too often lately."""
+        await self._check(self._signup_limits())
+
+    async def signed_up(self) -> None:
+        """Count a sign-up against the address."""
+        if self._on():
+            now, window = time.time(), float(current_app.config["THROTTLE_WINDOW"])
+            for key in self._signup_limits():
+                await self.store.hit_throttle(key, now, window)

@@ -1,0 +1,1 @@
+"""Blueprints: HTML pages, the account page, and the JSON API."""

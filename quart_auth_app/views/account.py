@@ -1,0 +1,84 @@
+"""The account page: sessions, password change and the security log (SPEC §3)."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, current_app, flash, redirect, request
+from quart_schema import hide
+
+from ..auth import (
+    change_password,
+    current_user,
+    list_sessions,
+    login_required,
+    revoke_other_sessions,
+    revoke_session,
+    server_session,
+    store,
+)
+from ..errors import AppError
+from ..store import User
+from .pages import render_form
+
+bp = Blueprint("account", __name__)
+
+
+def _user() -> User:
+    user = current_user()
+    if user is None:  # login_required ran first; this only narrows the type
+        raise AppError(401, "unauthorized", "Please sign in first.")
+    return user
+
+
+async def _page(error: AppError | None = None) -> Response:
+    user = _user()
+    sessions = await list_sessions(user)
+    events = await store().select_events_of_user(user.id, int(current_app.config["EVENTS_SHOWN"]))
+    return await render_form(
+        "account.html",
+        error,
+        user=user,
+        sessions=sessions,
+        current_hash=server_session().token_hash,
+        events=events,
+    )
+
+
+@bp.get("/account")
+@hide
+@login_required
+async def account() -> Response:
+    return await _page()
+
+
+@bp.post("/account/sessions/<session_id>/revoke")
+@hide
+@login_required
+async def revoke(session_id: str) -> Response:
+    try:
+        await revoke_session(_user(), session_id)
+    except AppError as error:
+        return await _page(error)
+    await flash("The session has been signed out.", "success")
+    return redirect("/account", 303)  # type: ignore[return-value]
+
+
+@bp.post("/account/sessions/revoke-others")
+@hide
+@login_required
+async def revoke_others() -> Response:
+    count = await revoke_other_sessions(_user())
+    await flash(f"Signed out {count} other session(s).", "success")
+    return redirect("/account", 303)  # type: ignore[return-value]
+
+
+@bp.post("/account/password")
+@hide
+@login_required
+async def password() -> Response:
+    form = await request.form
+    try:
+        await change_password(_user(), form)
+    except AppError as error:
+        return await _page(error)
+    await flash("Your password has been changed. Other sessions were signed out.", "success")
+    return redirect("/account", 303)  # type: ignore[return-value]

@@ -1,0 +1,206 @@
+"""The JSON API (SPEC §4): same cookie, same sessions, same domain functions as the pages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from quart import Blueprint, Response, request
+from quart_schema import document_response, validate_request, validate_response
+
+from ..auth import (
+    authenticate,
+    change_password,
+    current_user,
+    list_sessions,
+    login_required,
+    login_user,
+    logout_user,
+    read_credentials,
+    register,
+    revoke_other_sessions,
+    revoke_session,
+    server_session,
+)
+from ..errors import AppError
+from ..store import User
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+@dataclass
+class RegisterIn:
+    email: str
+    password: str
+    name: str | None = None
+
+
+@dataclass
+class LoginIn:
+    email: str
+    password: str
+    remember: bool = False
+
+
+@dataclass
+class PasswordIn:
+    current_password: str
+    new_password: str
+
+
+@dataclass
+class UserOut:
+    id: int
+    email: str
+    name: str
+
+
+@dataclass
+class SessionOut:
+    id: str
+    current: bool
+    user_agent: str
+    ip: str
+    created_at: float
+    last_seen: float
+    expires_at: float
+    remember: bool
+
+
+@dataclass
+class SessionsOut:
+    sessions: list[SessionOut]
+
+
+@dataclass
+class RevokedOut:
+    revoked: int
+
+
+@dataclass
+class ErrorOut:
+    error: str
+    message: str
+    fields: dict[str, str] | None = None
+
+
+def _user_out(user: User) -> UserOut:
+    return UserOut(id=user.id, email=user.email, name=user.name)
+
+
+@bp.before_request
+async def require_json() -> None:
+    """Bodies must be JSON: a form post from another page can never reach the API."""
+    if request.method in BODY_METHODS and request.mimetype != "application/json":
+        raise AppError(
+            415, "unsupported_media_type", "Send JSON with Content-Type: application/json."
+        )
+
+
+@bp.post("/register")
+@validate_request(RegisterIn)
+@validate_response(UserOut, 201)
+@document_response(ErrorOut, 400)
+@document_response(ErrorOut, 409)
+@document_response(ErrorOut, 429)
+async def api_register(data: RegisterIn) -> tuple[UserOut, int]:
+    """Create an account and sign it in."""
+    user = await register(data.__dict__)
+    return _user_out(user), 201
+
+
+@bp.post("/login")
+@validate_request(LoginIn)
+@validate_response(UserOut, 200)
+@document_response(ErrorOut, 400)
+@document_response(ErrorOut, 401)
+@document_response(ErrorOut, 429)
+async def api_login(data: LoginIn) -> UserOut:
+    """Sign in; the response sets the session cookie."""
+    user = await authenticate(*read_credentials(data.__dict__))
+    await login_user(user, remember=data.remember)
+    return _user_out(user)
+
+
+@bp.get("/me")
+@validate_response(UserOut, 200)
+@document_response(ErrorOut, 401)
+@login_required
+async def api_me() -> UserOut:
+    """The signed-in user."""
+    user = current_user()
+    assert user is not None
+    return _user_out(user)
+
+
+@bp.post("/logout")
+@document_response(ErrorOut, 415)
+async def api_logout() -> Response:
+    """End the session; its cookie is worthless afterwards."""
+    await logout_user()
+    return Response("", status=204)
+
+
+@bp.get("/sessions")
+@validate_response(SessionsOut, 200)
+@document_response(ErrorOut, 401)
+@login_required
+async def api_sessions() -> SessionsOut:
+    """The signed-in user's active sessions."""
+    user = current_user()
+    assert user is not None
+    mine = server_session().token_hash
+    records = await list_sessions(user)
+    return SessionsOut(
+        sessions=[
+            SessionOut(
+                id=r.id,
+                current=r.token_hash == mine,
+                user_agent=r.user_agent,
+                ip=r.ip,
+                created_at=r.created_at,
+                last_seen=r.last_seen,
+                expires_at=r.expires_at,
+                remember=r.remember,
+            )
+            for r in records
+        ]
+    )
+
+
+@bp.delete("/sessions/<session_id>")
+@document_response(ErrorOut, 401)
+@document_response(ErrorOut, 404)
+@login_required
+async def api_revoke_session(session_id: str) -> Response:
+    """Revoke one of the user's sessions."""
+    user = current_user()
+    assert user is not None
+    await revoke_session(user, session_id)
+    return Response("", status=204)
+
+
+@bp.post("/sessions/revoke-others")
+@validate_response(RevokedOut, 200)
+@document_response(ErrorOut, 401)
+@login_required
+async def api_revoke_others() -> RevokedOut:
+    """Revoke every session of the user except this one."""
+    user = current_user()
+    assert user is not None
+    return RevokedOut(revoked=await revoke_other_sessions(user))
+
+
+@bp.post("/password")
+@validate_request(PasswordIn)
+@document_response(ErrorOut, 400)
+@document_response(ErrorOut, 401)
+@document_response(ErrorOut, 403)
+@login_required
+async def api_password(data: PasswordIn) -> Response:
+    """Change the password: every other session ends, this one gets a new token."""
+    user = current_user()
+    assert user is not None
+    await change_password(user, data.__dict__)
+    return Response("", status=204)

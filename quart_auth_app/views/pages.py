@@ -1,0 +1,127 @@
+"""The HTML pages of the classic Flask login example (SPEC §3)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from quart import Blueprint, Response, flash, jsonify, redirect, render_template, request
+from quart_schema import hide
+
+from ..auth import (
+    authenticate,
+    current_user,
+    login_required,
+    login_user,
+    logout_user,
+    read_credentials,
+    register,
+    store,
+)
+from ..errors import AppError
+from ..store import StoreUnavailable
+from ..validation import text
+
+bp = Blueprint("pages", __name__)
+
+
+def safe_next(target: str | None) -> str:
+    """`target` when it is a path on this site, else `/` (no open redirects)."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return "/"
+    if any(ch in target for ch in "\\\r\n\t") or not target.isprintable():
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return target
+
+
+async def render_form(template: str, error: AppError | None = None, **context: Any) -> Response:
+    """A form page, with the error's message and per-field messages when there is one."""
+    html = await render_template(template, error=error, **context)
+    response = Response(html, status=error.status if error else 200, mimetype="text/html")
+    if error is not None and error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+@bp.get("/")
+@hide
+async def index() -> Response:
+    user = current_user()
+    return await render_form("index.html" if user else "landing.html", user=user)
+
+
+@bp.get("/login")
+@hide
+async def login() -> Response:
+    return await render_form("login.html", email="", next=safe_next(request.args.get("next")))
+
+
+@bp.post("/login")
+@hide
+async def login_post() -> Response:
+    form = await request.form
+    typed = text(form, "email") or text(form, "username")
+    next_url = safe_next(text(form, "next") or request.args.get("next"))
+    try:
+        user = await authenticate(*read_credentials(form))
+    except AppError as error:
+        return await render_form("login.html", error, email=typed[:254], next=next_url)
+    await login_user(user, remember=bool(form.get("remember")))
+    await flash(f"Welcome, {user.name}!", "success")
+    return redirect(next_url, 303)  # type: ignore[return-value]
+
+
+@bp.get("/register")
+@hide
+async def register_form() -> Response:
+    return await render_form("register.html", form={})
+
+
+@bp.post("/register")
+@hide
+async def register_post() -> Response:
+    form = await request.form
+    try:
+        user = await register(form)
+    except AppError as error:
+        kept = {"email": text(form, "email")[:254], "name": text(form, "name")[:100]}
+        return await render_form("register.html", error, form=kept)
+    await flash(f"Welcome, {user.name}! Your account is ready.", "success")
+    return redirect("/", 303)  # type: ignore[return-value]
+
+
+@bp.get("/logout")
+@hide
+async def logout() -> Response:
+    return await render_form("logout.html", user=current_user())
+
+
+@bp.post("/logout")
+@hide
+async def logout_post() -> Response:
+    await logout_user()
+    await flash("You have been logged out.", "info")
+    return redirect("/login", 303)  # type: ignore[return-value]
+
+
+@bp.get("/protected")
+@hide
+@login_required
+async def protected() -> Response:
+    return await render_form("protected.html", user=current_user())
+
+
+@bp.get("/healthz")
+@hide
+async def healthz() -> Response:
+    engine = store().engine
+    try:
+        await store().ping()
+    except StoreUnavailable:
+        response = jsonify({"status": "unavailable", "engine": engine})
+        response.status_code = 503
+        return response
+    return jsonify({"status": "ok", "engine": engine})

@@ -96,6 +96,12 @@ async def require_json() -> None:
         raise AppError(
             415, "unsupported_media_type", "Send JSON with Content-Type: application/json."
         )
+    if request.method in BODY_METHODS:
+        # Quart decodes the body as UTF-8 before parsing; bad bytes would surface as a 500.
+        try:
+            (await request.get_data(True, False, False)).decode("utf-8")
+        except UnicodeDecodeError:
+            raise AppError(400, "invalid_json", "The body must be UTF-8 encoded JSON.") from None
 
 
 @bp.post("/register")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from typing import Any, TypeVar
 
+import pgcluster
 import pytest
 from quart import Quart
 from quart.testing import QuartClient
@@ -14,14 +17,50 @@ from quart_auth_app import create_app
 from quart_auth_app.store import User
 from quart_auth_app.testing import authenticated_client, create_user
 
+T = TypeVar("T")
 PASSWORD = "correct horse battery staple"
 REQUIRE_ALL = os.environ.get("QUART_AUTH_REQUIRE_ALL") == "1"
 
 
+PG_DSN = os.environ.get("QUART_AUTH_TEST_PG_DSN")  # a superuser DSN (scripts/with-postgres)
+ENGINES = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+]
+
+
+def _in_thread(work: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on its own loop in a thread, away from the test's loop."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work).result()
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated PostgreSQL database that each test's database is copied from."""
+    if not PG_DSN:
+        pytest.skip("QUART_AUTH_TEST_PG_DSN is not set (run through scripts/with-postgres)")
+    name = _in_thread(pgcluster.create_template(PG_DSN))
+    yield name
+    _in_thread(pgcluster.drop_database(PG_DSN, name))
+
+
 @pytest.fixture
-def db_config(tmp_path: Any) -> dict[str, Any]:
-    """Where the test's database lives: a fresh SQLite file."""
-    return {"DATABASE": str(tmp_path / "app.sqlite3")}
+async def pg_url(pg_template: str) -> AsyncIterator[str]:
+    """A fresh PostgreSQL database with the schema, dropped after the test."""
+    assert PG_DSN is not None
+    name = await pgcluster.create_database(PG_DSN, template=pg_template)
+    yield pgcluster.database_url(PG_DSN, name)
+    await pgcluster.drop_database(PG_DSN, name)
+
+
+@pytest.fixture(params=ENGINES)
+def db_config(request: pytest.FixtureRequest, tmp_path: Any) -> dict[str, Any]:
+    """Where the test's database lives: a fresh SQLite file, or a fresh PostgreSQL database."""
+    config: dict[str, Any] = {"DATABASE": str(tmp_path / "app.sqlite3")}
+    if request.param == "postgresql":
+        config["DATABASE_URL"] = request.getfixturevalue("pg_url")
+    return config
 
 
 @pytest.fixture

@@ -1,0 +1,46 @@
+-- quart_auth_app schema for PostgreSQL. Migrations are numbered blocks below;
+-- the table schema_version records the ones applied, and a database at
+-- version N runs every block after N, in order, under an advisory lock.
+-- Times are seconds since the epoch (DOUBLE PRECISION), as SQLite's REAL.
+
+-- migration 1
+CREATE TABLE users (
+    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    email         TEXT             NOT NULL UNIQUE,
+    name          TEXT             NOT NULL,
+    password_hash TEXT             NOT NULL,
+    created_at    DOUBLE PRECISION NOT NULL
+);
+
+CREATE TABLE sessions (
+    id          TEXT             PRIMARY KEY,            -- public id, shown on /account
+    token_hash  BYTEA            NOT NULL UNIQUE,        -- SHA-256 of the cookie token
+    user_id     BIGINT           REFERENCES users (id) ON DELETE CASCADE,
+    data        JSONB            NOT NULL DEFAULT '{}',  -- JSON object
+    remember    BOOLEAN          NOT NULL DEFAULT FALSE,
+    created_at  DOUBLE PRECISION NOT NULL,
+    last_seen   DOUBLE PRECISION NOT NULL,
+    expires_at  DOUBLE PRECISION NOT NULL,
+    user_agent  TEXT             NOT NULL DEFAULT '',
+    ip          TEXT             NOT NULL DEFAULT ''
+);
+CREATE INDEX sessions_user_id ON sessions (user_id);
+CREATE INDEX sessions_expires_at ON sessions (expires_at);
+CREATE INDEX sessions_last_seen ON sessions (last_seen);
+
+CREATE TABLE throttle (
+    key          TEXT             PRIMARY KEY,
+    count        INTEGER          NOT NULL,
+    window_start DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX throttle_window_start ON throttle (window_start);
+
+CREATE TABLE events (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id     BIGINT           NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    kind        TEXT             NOT NULL,
+    ip          TEXT             NOT NULL,
+    user_agent  TEXT             NOT NULL,
+    created_at  DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX events_user_id_created_at ON events (user_id, created_at);

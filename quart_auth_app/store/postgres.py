@@ -1,0 +1,378 @@
+"""PostgreSQL engine: an asyncpg pool shared by every request of one worker (SPEC §9).
+
+Several nodes share the database, so nothing is serialised in the app: unique
+constraints, `INSERT ... ON CONFLICT` and single-statement updates carry the
+atomicity that SQLite gets from its one writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from . import Event, Expiry, SessionRecord, StoreUnavailable, User
+from .migrations import split_migrations
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 5.0  # seconds to open one connection
+COMMAND_TIMEOUT = 10.0  # seconds for one statement
+OPERATION_TIMEOUT = 15.0  # seconds for a whole store call, waiting for the pool included
+CLOSE_TIMEOUT = 5.0
+MIGRATION_LOCK = 0x5155_4155_5448  # pg_advisory_xact_lock key: "QUAUTH"
+
+# Errors that mean "the database is not there right now", never "the query is wrong".
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutdown, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.InterfaceError,  # connection closed under us
+    OSError,
+    TimeoutError,
+)
+
+SESSION_COLUMNS = """
+    s.id, s.token_hash, s.user_id, s.data, s.remember, s.created_at, s.last_seen,
+    s.expires_at, s.user_agent, s.ip,
+    u.email AS u_email, u.name AS u_name, u.password_hash AS u_password_hash,
+    u.created_at AS u_created_at
+"""
+USER_COLUMNS = "id, email, name, password_hash, created_at"
+
+INSERT_SESSION = """
+    INSERT INTO sessions (id, token_hash, user_id, data, remember, created_at,
+                          last_seen, expires_at, user_agent, ip)
+    VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10)
+"""
+
+
+def _user(row: asyncpg.Record) -> User:
+    return User(row["id"], row["email"], row["name"], row["password_hash"], row["created_at"])
+
+
+def _session(row: asyncpg.Record) -> SessionRecord:
+    user = None
+    if row["user_id"] is not None:
+        user = User(
+            row["user_id"],
+            row["u_email"],
+            row["u_name"],
+            row["u_password_hash"],
+            row["u_created_at"],
+        )
+    return SessionRecord(
+        id=row["id"],
+        token_hash=bytes(row["token_hash"]),
+        user_id=row["user_id"],
+        data=json.loads(row["data"]),
+        remember=bool(row["remember"]),
+        created_at=row["created_at"],
+        last_seen=row["last_seen"],
+        expires_at=row["expires_at"],
+        user_agent=row["user_agent"],
+        ip=row["ip"],
+        user=user,
+    )
+
+
+def _session_args(record: SessionRecord) -> tuple[Any, ...]:
+    return (
+        record.id,
+        record.token_hash,
+        record.user_id,
+        json.dumps(record.data),
+        record.remember,
+        record.created_at,
+        record.last_seen,
+        record.expires_at,
+        record.user_agent,
+        record.ip,
+    )
+
+
+def _changed(status: str) -> int:
+    """The row count of a command status such as 'DELETE 3'."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class PostgresStore:
+    """Users, sessions, throttling and events in one PostgreSQL database."""
+
+    engine = "postgresql"
+
+    def __init__(self, url: str, pool_size: int = 10) -> None:
+        self.url = url
+        self.pool_size = max(1, pool_size)
+        self._pool: asyncpg.Pool | None = None
+        self._migrated = False
+        self._open_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Connect and migrate; a database that is down now is retried on first use."""
+        try:
+            await self._ready()
+        except StoreUnavailable as exc:
+            log.warning("PostgreSQL unavailable at start (%s); will retry on use", exc)
+
+    async def close(self) -> None:
+        """Close the pool (terminating connections that do not close in time)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT)
+        except (*UNAVAILABLE, asyncpg.PostgresError):
+            pool.terminate()
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        """The pool, created on first use and again if it was closed."""
+        pool = self._pool
+        if pool is not None and not pool.is_closing():
+            return pool
+        async with self._open_lock:
+            if self._pool is None or self._pool.is_closing():
+                try:
+                    self._pool = await asyncio.wait_for(
+                        asyncpg.create_pool(
+                            self.url,
+                            min_size=1,
+                            max_size=self.pool_size,
+                            timeout=CONNECT_TIMEOUT,
+                            command_timeout=COMMAND_TIMEOUT,
+                            server_settings={"application_name": "quart_auth_app"},
+                        ),
+                        OPERATION_TIMEOUT,
+                    )
+                except UNAVAILABLE as exc:
+                    raise StoreUnavailable(f"PostgreSQL: {exc!r}") from exc
+            return self._pool
+
+    async def _ready(self) -> asyncpg.Pool:
+        pool = await self._get_pool()
+        if not self._migrated:
+            await self.migrate()
+        return pool
+
+    @asynccontextmanager
+    async def _connection(self, migrated: bool = True) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; connection faults and timeouts become StoreUnavailable."""
+        pool = await (self._ready() if migrated else self._get_pool())
+        try:
+            async with asyncio.timeout(OPERATION_TIMEOUT), pool.acquire() as db:
+                yield db
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL: {exc!r}") from exc
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async with self._connection() as db:
+            return list(await db.fetch(sql, *args))
+
+    async def _execute(self, sql: str, *args: Any) -> int:
+        async with self._connection() as db:
+            return _changed(await db.execute(sql, *args))
+
+    async def migrate(self) -> int:
+        """Run the migrations past the recorded version, once across every node; return it."""
+        text = resources.files("quart_auth_app").joinpath("sql/postgres.sql").read_text()
+        async with self._connection(migrated=False) as db, db.transaction():
+            await db.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await db.execute(
+                """CREATE TABLE IF NOT EXISTS schema_version (
+                       version    INTEGER PRIMARY KEY,
+                       applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
+            )
+            version = int(await db.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+            for number, statements in split_migrations(text):
+                if number <= version:
+                    continue
+                for statement in statements:
+                    await db.execute(statement)
+                await db.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
+                version = number
+        self._migrated = True
+        return version
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers."""
+        await self._fetch("SELECT 1")
+
+    # users
+
+    async def insert_user(
+        self, email: str, name: str, password_hash: str, now: float
+    ) -> User | None:
+        """Create a user; None when the email is taken (the unique index decides)."""
+        rows = await self._fetch(
+            f"""INSERT INTO users (email, name, password_hash, created_at)
+                VALUES ($1, $2, $3, $4)
+                ON CONFLICT (email) DO NOTHING
+                RETURNING {USER_COLUMNS}""",
+            email,
+            name,
+            password_hash,
+            now,
+        )
+        return _user(rows[0]) if rows else None
+
+    async def select_user_by_email(self, email: str) -> User | None:
+        if "\x00" in email:  # PostgreSQL text cannot hold NUL, so no row can match
+            return None
+        rows = await self._fetch(f"SELECT {USER_COLUMNS} FROM users WHERE email = $1", email)
+        return _user(rows[0]) if rows else None
+
+    async def select_user_by_id(self, user_id: int) -> User | None:
+        rows = await self._fetch(f"SELECT {USER_COLUMNS} FROM users WHERE id = $1", user_id)
+        return _user(rows[0]) if rows else None
+
+    async def update_user_password(self, user_id: int, password_hash: str) -> None:
+        await self._execute(
+            "UPDATE users SET password_hash = $1 WHERE id = $2", password_hash, user_id
+        )
+
+    # sessions
+
+    async def select_session_by_hash(self, token_hash: bytes) -> SessionRecord | None:
+        rows = await self._fetch(
+            f"""SELECT {SESSION_COLUMNS} FROM sessions AS s
+                LEFT JOIN users AS u ON u.id = s.user_id
+                WHERE s.token_hash = $1""",
+            token_hash,
+        )
+        return _session(rows[0]) if rows else None
+
+    async def insert_session(self, record: SessionRecord) -> None:
+        await self._execute(INSERT_SESSION, *_session_args(record))
+
+    async def replace_session(self, old_hash: bytes | None, record: SessionRecord) -> None:
+        """Swap a session for a new one under a new token, atomically (rotation)."""
+        async with self._connection() as db, db.transaction():
+            if old_hash is not None:
+                await db.execute("DELETE FROM sessions WHERE token_hash = $1", old_hash)
+            await db.execute(INSERT_SESSION, *_session_args(record))
+
+    async def merge_session_data(
+        self, token_hash: bytes, changed: Mapping[str, Any], removed: list[str], now: float
+    ) -> bool:
+        """Apply one request's changes in one UPDATE, keeping other requests' writes."""
+        count = await self._execute(
+            """UPDATE sessions SET data = (data || $2::jsonb) - $3::text[], last_seen = $4
+               WHERE token_hash = $1""",
+            token_hash,
+            json.dumps(dict(changed)),
+            list(removed),
+            now,
+        )
+        return count > 0
+
+    async def touch_session(self, token_hash: bytes, now: float) -> None:
+        await self._execute(
+            "UPDATE sessions SET last_seen = $1 WHERE token_hash = $2", now, token_hash
+        )
+
+    async def delete_session_by_hash(self, token_hash: bytes) -> None:
+        await self._execute("DELETE FROM sessions WHERE token_hash = $1", token_hash)
+
+    async def select_sessions_of_user(self, user_id: int, expiry: Expiry) -> list[SessionRecord]:
+        rows = await self._fetch(
+            f"""SELECT {SESSION_COLUMNS} FROM sessions AS s
+                LEFT JOIN users AS u ON u.id = s.user_id
+                WHERE s.user_id = $1 AND s.expires_at > $2
+                  AND (s.remember OR s.last_seen > $3)
+                ORDER BY s.last_seen DESC""",
+            user_id,
+            expiry.now,
+            expiry.idle_cutoff,
+        )
+        return [_session(row) for row in rows]
+
+    async def delete_session_of_user(self, user_id: int, session_id: str) -> bool:
+        if "\x00" in session_id:  # cannot be stored, so cannot match
+            return False
+        deleted = await self._execute(
+            "DELETE FROM sessions WHERE id = $1 AND user_id = $2", session_id, user_id
+        )
+        return deleted > 0
+
+    async def delete_sessions_of_user(self, user_id: int, except_hash: bytes | None = None) -> int:
+        return await self._execute(
+            """DELETE FROM sessions WHERE user_id = $1
+               AND ($2::bytea IS NULL OR token_hash <> $2::bytea)""",
+            user_id,
+            except_hash,
+        )
+
+    async def delete_expired_sessions(self, expiry: Expiry) -> int:
+        return await self._execute(
+            """DELETE FROM sessions WHERE expires_at <= $1
+               OR (NOT remember AND last_seen <= $2)""",
+            expiry.now,
+            expiry.idle_cutoff,
+        )
+
+    async def count_sessions(self) -> int:
+        rows = await self._fetch("SELECT count(*) FROM sessions")
+        return int(rows[0][0])
+
+    # throttling
+
+    async def hit_throttle(self, key: str, now: float, window: float) -> tuple[int, float]:
+        """Count one failure for `key` in a fixed window; return (count, window start)."""
+        rows = await self._fetch(
+            """INSERT INTO throttle AS t (key, count, window_start) VALUES ($1, 1, $2)
+               ON CONFLICT (key) DO UPDATE SET
+                 count = CASE WHEN t.window_start <= $3 THEN 1 ELSE t.count + 1 END,
+                 window_start = CASE WHEN t.window_start <= $3 THEN $2 ELSE t.window_start END
+               RETURNING count, window_start""",
+            key,
+            now,
+            now - window,
+        )
+        return int(rows[0][0]), float(rows[0][1])
+
+    async def select_throttle(
+        self, key: str, now: float, window: float
+    ) -> tuple[int, float] | None:
+        """The key's (count, window start) while its window is open, else None."""
+        rows = await self._fetch(
+            "SELECT count, window_start FROM throttle WHERE key = $1 AND window_start > $2",
+            key,
+            now - window,
+        )
+        return (int(rows[0][0]), float(rows[0][1])) if rows else None
+
+    async def clear_throttle(self, key: str) -> None:
+        await self._execute("DELETE FROM throttle WHERE key = $1", key)
+
+    async def delete_stale_throttle(self, cutoff: float) -> int:
+        return await self._execute("DELETE FROM throttle WHERE window_start <= $1", cutoff)
+
+    # security events
+
+    async def insert_event(
+        self, user_id: int, kind: str, ip: str, user_agent: str, now: float
+    ) -> None:
+        await self._execute(
+            """INSERT INTO events (user_id, kind, ip, user_agent, created_at)
+               VALUES ($1, $2, $3, $4, $5)""",
+            user_id,
+            kind,
+            ip,
+            user_agent,
+            now,
+        )
+
+    async def select_events_of_user(self, user_id: int, limit: int) -> list[Event]:
+        rows = await self._fetch(
+            """SELECT kind, ip, user_agent, created_at FROM events
+               WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2""",
+            user_id,
+            limit,
+        )
+        return [Event(row[0], row[1], row[2], row[3]) for row in rows]

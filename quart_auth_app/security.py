@@ -12,7 +12,7 @@ from .errors import AppError
 if TYPE_CHECKING:
     from quart import Quart
 
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # exactly Go's list
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -50,7 +50,7 @@ def is_cross_origin(method: str, sec_fetch_site: str | None, origin: str | None,
         return False
     if sec_fetch_site:
         return sec_fetch_site not in ("same-origin", "none")
-    if origin is None:
+    if not origin:
         return False  # neither header: not a browser (curl, scripts)
     try:
         origin_host = urlsplit(origin).netloc

@@ -44,28 +44,44 @@ class Throttle:
             if state is not None and state[0] >= limit:
                 raise _too_many(state[1] + window - now)
 
-    def _signin_limits(self, email: str) -> dict[str, int]:
-        config = current_app.config
-        return {
-            f"account:{email}": int(config["THROTTLE_ACCOUNT_FAILURES"]),
-            f"address:{client_address()}": int(config["THROTTLE_ADDRESS_FAILURES"]),
-        }
+    async def _reserve(self, key: str, limit: int) -> None:
+        """Count an attempt before judging it, so concurrent guesses cannot overshoot the limit."""
+        now, window = time.time(), float(current_app.config["THROTTLE_WINDOW"])
+        count, start = await self.store.hit_throttle(key, now, window)
+        if count > limit:
+            raise _too_many(start + window - now)
+
+    @staticmethod
+    def _account_key(email: str) -> str:
+        return f"account:{email}"
+
+    def _address_limits(self) -> dict[str, int]:
+        limit = int(current_app.config["THROTTLE_ADDRESS_FAILURES"])
+        return {f"address:{client_address()}": limit}
 
     async def check_signin(self, email: str) -> None:
-        """Raise 429 when this account or this address has failed too often lately."""
-        await self._check(self._signin_limits(email))
+        """Raise 429 when this address or this account has failed too often lately.
+
+        The account's attempt is counted here, before bcrypt runs, and forgiven by
+        `signin_succeeded`; the address's failures are counted by `signin_failed`.
+        """
+        if not self._on():
+            return
+        await self._check(self._address_limits())
+        limit = int(current_app.config["THROTTLE_ACCOUNT_FAILURES"])
+        await self._reserve(self._account_key(email), limit)
 
     async def signin_failed(self, email: str) -> None:
-        """Count a failed sign-in against the account and the address."""
+        """Count a failed sign-in against the address (the account's was counted up front)."""
         if self._on():
             now, window = time.time(), float(current_app.config["THROTTLE_WINDOW"])
-            for key in self._signin_limits(email):
+            for key in self._address_limits():
                 await self.store.hit_throttle(key, now, window)
 
     async def signin_succeeded(self, email: str) -> None:
         """Forget the account's failures (the address keeps its count)."""
         if self._on():
-            await self.store.clear_throttle(f"account:{email}")
+            await self.store.clear_throttle(self._account_key(email))
 
     def _signup_limits(self) -> dict[str, int]:
         return {

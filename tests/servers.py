@@ -2,21 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
+T = TypeVar("T")
+
 ROOT = Path(__file__).resolve().parent.parent
 HYPERCORN = Path(sys.executable).parent / "hypercorn"
+
+# Hypercorn's log lines: "[time] [PID] [LEVEL] message"; access lines follow hypercorn.toml's
+# access_log_format, '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'.
+LOG_LINE = re.compile(r"^\[[^\]]+\] \[(?P<pid>\d+)\] \[\w+\] (?P<message>.*)$")
+ACCESS = re.compile(r'^(?P<client>\S+) "(?P<method>\S+) (?P<path>\S+) \S+" (?P<status>\d{3}) ')
+
+
+@dataclass(frozen=True)
+class Access:
+    """One access-log line: which worker answered whom, and how."""
+
+    pid: int
+    client: str
+    method: str
+    path: str
+    status: int
 
 
 def free_port() -> int:
@@ -42,19 +64,54 @@ class Server:
             os.killpg(self.process.pid, sig)
         self.process.wait(timeout=30)
 
+    def log_text(self) -> str:
+        """Everything the server and its workers wrote so far."""
+        return self.log.read_text(errors="replace")
+
+    def worker_pids(self) -> set[int]:
+        """PIDs of the workers that announced "Running on" (each worker logs it once)."""
+        pids = set()
+        for line in self.log_text().splitlines():
+            match = LOG_LINE.match(line)
+            if match and match["message"].startswith("Running on "):
+                pids.add(int(match["pid"]))
+        return pids
+
+    def accesses(self) -> list[Access]:
+        """The access log, parsed."""
+        found = []
+        for line in self.log_text().splitlines():
+            match = LOG_LINE.match(line)
+            access = ACCESS.match(match["message"]) if match else None
+            if match and access:
+                found.append(
+                    Access(
+                        int(match["pid"]),
+                        access["client"],
+                        access["method"],
+                        access["path"],
+                        int(access["status"]),
+                    )
+                )
+        return found
+
 
 def start(
     tmp_path: Path,
     env: Mapping[str, str],
-    workers: int = 2,
+    workers: int | None = 2,
     port: int | None = None,
     app: str = "quart_auth_app:create_app()",
 ) -> Server:
-    """Start Hypercorn as users run it (hypercorn.toml) and wait until /healthz answers."""
+    """Start Hypercorn as users run it (hypercorn.toml) and wait until /healthz answers.
+
+    `workers=None` leaves the worker count to hypercorn.toml.
+    """
     port = port or free_port()
     log = tmp_path / f"hypercorn-{port}.log"
     full_env = {**os.environ, "QUART_BCRYPT_ROUNDS": "4", **env}
     with log.open("ab") as out:
+        workers_args = [] if workers is None else ["--workers", str(workers)]
         process = subprocess.Popen(
             [
                 str(HYPERCORN),
@@ -62,8 +119,7 @@ def start(
                 str(ROOT / "hypercorn.toml"),
                 "--bind",
                 f"127.0.0.1:{port}",
-                "--workers",
-                str(workers),
+                *workers_args,
                 app,
             ],
             cwd=ROOT,
@@ -89,7 +145,7 @@ def start(
 
 @contextmanager
 def running(
-    tmp_path: Path, env: Mapping[str, str], workers: int = 2, **kwargs: object
+    tmp_path: Path, env: Mapping[str, str], workers: int | None = 2, **kwargs: object
 ) -> Iterator[Server]:
     """A started server that is stopped (SIGTERM, then SIGKILL) when the block ends."""
     server = start(tmp_path, env, workers, **kwargs)  # type: ignore[arg-type]
@@ -102,3 +158,35 @@ def running(
                 server.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 server.kill()
+
+
+def client(
+    server: Server, fresh_connections: bool = False, timeout: float = 30
+) -> httpx.AsyncClient:
+    """An HTTP client for many independent visitors: it never keeps a cookie it is sent.
+
+    With `fresh_connections` every request opens its own connection, so requests
+    spread over the workers the way separate browsers' do.
+    """
+    keepalive = 0 if fresh_connections else None
+    return httpx.AsyncClient(
+        base_url=server.url,
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+        timeout=httpx.Timeout(timeout),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=keepalive),
+        follow_redirects=False,
+    )
+
+
+async def bounded(
+    calls: Sequence[Callable[[], Awaitable[T]]], concurrency: int, deadline: float = 60
+) -> list[T | BaseException]:
+    """Run the calls at most `concurrency` at a time; each result or the exception it raised."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(call: Callable[[], Awaitable[T]]) -> T:
+        async with gate:
+            return await call()
+
+    async with asyncio.timeout(deadline):
+        return await asyncio.gather(*(one(call) for call in calls), return_exceptions=True)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import pytest
 from conftest import PASSWORD
+from dbrows import rows
 from quart import Quart
 from quart.testing import QuartClient
 
@@ -14,12 +14,6 @@ from quart_auth_app import create_app
 from quart_auth_app.store import User
 
 NEW_PASSWORD = "plum tractor velvet orbit"
-
-
-def rows(app: Quart, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Read the test database directly, as a second process would."""
-    with sqlite3.connect(app.config["DATABASE"]) as db:
-        return db.execute(sql, params).fetchall()
 
 
 def session_count(app: Quart) -> int:

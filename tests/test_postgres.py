@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pgcluster
 import pytest
-from conftest import PG_DSN
 
 from quart_auth_app.store import SessionRecord, StoreUnavailable, open_store
 from quart_auth_app.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
 
+PG_DSN = os.environ.get("QUART_AUTH_TEST_PG_DSN")
 NODES = 3  # separate pools stand in for separate app nodes
 HASH = b"\x01" * 32
 
@@ -89,8 +90,7 @@ async def test_concurrent_merges_of_different_keys_are_all_kept(
 ) -> None:
     await stores[0].insert_session(session_record({"keep": 1, "drop": 2}))
     merges = [
-        stores[i % NODES].merge_session_data(HASH, {f"k{i}": i}, [], time.time())
-        for i in range(40)
+        stores[i % NODES].merge_session_data(HASH, {f"k{i}": i}, [], time.time()) for i in range(40)
     ]
     merges.append(stores[1].merge_session_data(HASH, {}, ["drop"], time.time()))
     assert all(await asyncio.gather(*merges))

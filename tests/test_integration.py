@@ -6,6 +6,7 @@ workers), §7 (headers), §8 (several workers on one SQLite file, no "database i
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import shutil
 import sqlite3
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from servers import ROOT, Server, bounded, client, running
+from servers import ROOT, Access, Server, bounded, client, running
 
 pytestmark = pytest.mark.integration
 
@@ -84,8 +85,22 @@ async def signed_in(server: Server, email: str) -> str:
     return session_cookie(response)
 
 
+async def logged_since(server: Server, seen: int, count: int) -> list[Access]:
+    """The access-log lines after the first `seen`, once `count` of them are written.
+
+    A worker writes the line just after sending the response, so the last ones may lag.
+    """
+    for _ in range(50):
+        lines = server.accesses()[seen:]
+        if len(lines) >= count:
+            break
+        await asyncio.sleep(0.1)
+    return lines
+
+
 async def probe_me(server: Server, token: str, count: int) -> list[tuple[int, int]]:
     """GET /api/me `count` times on fresh connections: (status, pid of the worker that answered)."""
+    seen = len(server.accesses())
     async with client(server, fresh_connections=True) as http:
 
         async def one() -> tuple[int, str]:
@@ -99,13 +114,14 @@ async def probe_me(server: Server, token: str, count: int) -> list[tuple[int, in
     errors = [r for r in results if isinstance(r, BaseException)]
     assert errors == [], errors[:3]
     answered = [r for r in results if not isinstance(r, BaseException)]
-    # each probe's client port names its line in the access log, and so its worker
-    worker_of = {a.client: a.pid for a in server.accesses() if a.path == "/api/me"}
+    # each probe's client address names its access-log line, and so its worker
+    worker_of = {a.client: a.pid for a in await logged_since(server, seen, count)}
     return [(status, worker_of[client_addr]) for status, client_addr in answered]
 
 
 async def test_signup_and_signin_storm(server: Server, database: Path) -> None:
     emails = [f"storm{i}@example.com" for i in range(SIGNUPS)]
+    seen = len(server.accesses())
     # Fresh connections: a kept-alive pool opened at once can land on a single worker
     # (SPEC §10), and the point here is two processes writing one SQLite file.
     async with client(server, fresh_connections=True) as http:
@@ -151,12 +167,34 @@ async def test_signup_and_signin_storm(server: Server, database: Path) -> None:
     assert hashes == {hashlib.sha256(c.encode()).digest() for c in cookies}
 
     assert_log_clean(server)
-    storm = [a for a in server.accesses() if a.path in ("/api/register", "/api/login", "/login")]
-    assert len(storm) == 2 * SIGNUPS
+    storm = await logged_since(server, seen, 2 * SIGNUPS)
+    assert Counter(a.path for a in storm) == {
+        "/api/register": SIGNUPS,
+        "/api/login": SIGNUPS // 2,
+        "/login": SIGNUPS // 2,
+    }
     per_worker = Counter(a.pid for a in storm)
     print("storm requests per worker:", dict(per_worker))
     assert set(per_worker) == server.worker_pids()
     assert min(per_worker.values()) >= SIGNUPS // 10  # both really wrote, not a token few
+
+
+async def test_racing_duplicate_signups_across_workers_make_one_account(
+    server: Server, database: Path
+) -> None:
+    emails = [f"twin{i}@example.com" for i in range(40)]
+    async with client(server, fresh_connections=True) as http:
+        results = responses(
+            await bounded([partial(register, http, e) for e in emails for _ in "ab"], CONCURRENCY)
+        )
+    statuses = [sorted(r.status_code for r in results[i : i + 2]) for i in range(0, 80, 2)]
+    assert statuses == [[201, 409]] * len(emails)
+    with closing(read_only(database)) as db:
+        rows = db.execute(
+            "SELECT email, count(*) FROM users WHERE email LIKE 'twin%' GROUP BY email"
+        )
+        assert dict(rows.fetchall()) == dict.fromkeys(emails, 1)
+    assert_log_clean(server)
 
 
 async def test_session_is_shared_across_workers(server: Server, database: Path) -> None:

@@ -23,7 +23,11 @@ T = TypeVar("T")
 
 
 def _run(app: Quart, work: Callable[[Store], Awaitable[T]]) -> T:
-    """Run `work` against the app's store in a fresh event loop, closing it after."""
+    """Run `work` against the app's store in a fresh event loop, closing the store after.
+
+    The bcrypt pool stays open: it belongs to the app, which may run more commands
+    (its idle threads end with the process).
+    """
     store: Store = app.extensions["auth_store"]
 
     async def main() -> T:
@@ -32,7 +36,6 @@ def _run(app: Quart, work: Callable[[Store], Awaitable[T]]) -> T:
             return await work(store)
         finally:
             await store.close()
-            app.extensions["auth_hasher"].close()
 
     return asyncio.run(main())
 

@@ -12,6 +12,8 @@ from quart import Response, jsonify, render_template, request
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
+from .store import StoreUnavailable
+
 if TYPE_CHECKING:
     from quart import Quart
 
@@ -103,9 +105,16 @@ def register_error_handlers(app: Quart) -> None:
             )
         return await render_error(invalid_input(fields))
 
+    @app.errorhandler(StoreUnavailable)
+    async def handle_store_unavailable(error: StoreUnavailable) -> Response:
+        log.warning("database unavailable: %s", error)
+        return await render_error(from_status(503))
+
     @app.errorhandler(HTTPException)
     async def handle_http_error(error: HTTPException) -> Response:
         status = error.code or 500
+        if isinstance(getattr(error, "original_exception", None), StoreUnavailable):
+            status = 503  # the database failed while the response was being saved
         return await render_error(from_status(status))
 
     @app.errorhandler(Exception)

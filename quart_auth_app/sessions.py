@@ -128,6 +128,13 @@ class ServerSessionInterface(SessionInterface):
     ) -> None:
         if session.unavailable:
             return
+        try:
+            await self._save(app, session, response)
+        except StoreUnavailable:
+            session.unavailable = True  # the 503 page's own save must not try again
+            raise
+
+    async def _save(self, app: Quart, session: ServerSession, response: Response) -> None:
         now = time.time()
         if session.login_as is not None:
             await self._start(app, session, response, now)

@@ -85,6 +85,11 @@ class ErrorOut:
     fields: dict[str, str] | None = None
 
 
+@dataclass
+class NoContent:
+    """No body: the status says it all."""
+
+
 def _user_out(user: User) -> UserOut:
     return UserOut(id=user.id, email=user.email, name=user.name)
 
@@ -92,7 +97,8 @@ def _user_out(user: User) -> UserOut:
 @bp.before_request
 async def require_json() -> None:
     """Bodies must be JSON: a form post from another page can never reach the API."""
-    if request.method in BODY_METHODS and request.mimetype != "application/json":
+    bodiless = not request.mimetype and not request.content_length  # e.g. curl -X POST .../logout
+    if request.method in BODY_METHODS and request.mimetype != "application/json" and not bodiless:
         raise AppError(
             415, "unsupported_media_type", "Send JSON with Content-Type: application/json."
         )
@@ -109,6 +115,8 @@ async def require_json() -> None:
 @validate_response(UserOut, 201)
 @document_response(ErrorOut, 400)
 @document_response(ErrorOut, 409)
+@document_response(ErrorOut, 413)
+@document_response(ErrorOut, 415)
 @document_response(ErrorOut, 429)
 async def api_register(data: RegisterIn) -> tuple[UserOut, int]:
     """Create an account and sign it in."""
@@ -121,6 +129,8 @@ async def api_register(data: RegisterIn) -> tuple[UserOut, int]:
 @validate_response(UserOut, 200)
 @document_response(ErrorOut, 400)
 @document_response(ErrorOut, 401)
+@document_response(ErrorOut, 413)
+@document_response(ErrorOut, 415)
 @document_response(ErrorOut, 429)
 async def api_login(data: LoginIn) -> UserOut:
     """Sign in; the response sets the session cookie."""
@@ -141,6 +151,9 @@ async def api_me() -> UserOut:
 
 
 @bp.post("/logout")
+@document_response(NoContent, 204)
+@document_response(ErrorOut, 400)
+@document_response(ErrorOut, 413)
 @document_response(ErrorOut, 415)
 async def api_logout() -> Response:
     """End the session; its cookie is worthless afterwards."""
@@ -176,6 +189,7 @@ async def api_sessions() -> SessionsOut:
 
 
 @bp.delete("/sessions/<session_id>")
+@document_response(NoContent, 204)
 @document_response(ErrorOut, 401)
 @document_response(ErrorOut, 404)
 @login_required
@@ -189,7 +203,10 @@ async def api_revoke_session(session_id: str) -> Response:
 
 @bp.post("/sessions/revoke-others")
 @validate_response(RevokedOut, 200)
+@document_response(ErrorOut, 400)
 @document_response(ErrorOut, 401)
+@document_response(ErrorOut, 413)
+@document_response(ErrorOut, 415)
 @login_required
 async def api_revoke_others() -> RevokedOut:
     """Revoke every session of the user except this one."""
@@ -200,9 +217,13 @@ async def api_revoke_others() -> RevokedOut:
 
 @bp.post("/password")
 @validate_request(PasswordIn)
+@document_response(NoContent, 204)
 @document_response(ErrorOut, 400)
 @document_response(ErrorOut, 401)
 @document_response(ErrorOut, 403)
+@document_response(ErrorOut, 413)
+@document_response(ErrorOut, 415)
+@document_response(ErrorOut, 429)
 @login_required
 async def api_password(data: PasswordIn) -> Response:
     """Change the password: every other session ends, this one gets a new token."""

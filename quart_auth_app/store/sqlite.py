@@ -142,8 +142,14 @@ class SQLiteStore:
             db = self._writer
             try:
                 await _run(db, "BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(str(exc)) from exc
+            except BaseException as exc:
+                # A request cancelled mid-await (its client hung up) does not stop the BEGIN
+                # queued on aiosqlite's thread: without this rollback (queued behind it) the
+                # transaction stays open and every later write fails "within a transaction".
+                await db.rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreUnavailable(str(exc)) from exc
+                raise
             try:
                 yield db
             except BaseException:

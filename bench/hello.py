@@ -1,0 +1,26 @@
+"""A bare ASGI "hello" app: the ceiling Hypercorn reaches with the same hypercorn.toml."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"6")]
+
+
+async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    """Answer every HTTP request with 200 "hello"; accept lifespan events."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    elif scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        await send({"type": "http.response.body", "body": b"hello\n"})

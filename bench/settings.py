@@ -1,0 +1,67 @@
+"""How big and how long: full mode (about 10 minutes) and --quick (seconds, for the smoke test)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    rounds: int  # every comparison is repeated, interleaved A B A B
+    connections: tuple[int, ...]  # scenario 1
+    duration: int  # seconds per /protected run
+    users: int  # prepared users (one bcrypt hash shared)
+    sessions: int  # live sessions with known tokens (wrk rotates over them)
+    large_sessions: int  # scenario 5: stored sessions in the large database
+    growth_connections: int
+    storm_connections: int  # scenario 2
+    storm_duration: int
+    signup_connections: int  # scenario 4
+    signup_duration: int
+    browse_connections: int  # scenario 3: paced browsing
+    browse_delay_ms: int
+    browse_duration: int
+    bcrypt_rounds: int | None  # None: the app's default cost (12)
+    wrk_timeout: int  # seconds before wrk counts a request as timed out
+    storm_timeout: int  # sign-ins queue for bcrypt: a longer client timeout
+
+
+FULL = Settings(
+    rounds=3,
+    connections=(64, 256, 1024),
+    duration=6,
+    users=1000,
+    sessions=1000,
+    large_sessions=1_000_000,
+    growth_connections=256,
+    storm_connections=64,
+    storm_duration=10,
+    signup_connections=256,
+    signup_duration=10,
+    browse_connections=16,
+    browse_delay_ms=20,
+    browse_duration=6,
+    bcrypt_rounds=None,
+    wrk_timeout=10,
+    storm_timeout=60,
+)
+
+QUICK = Settings(
+    rounds=1,
+    connections=(16,),
+    duration=1,
+    users=50,
+    sessions=50,
+    large_sessions=2000,
+    growth_connections=16,
+    storm_connections=4,
+    storm_duration=2,
+    signup_connections=8,
+    signup_duration=2,
+    browse_connections=4,
+    browse_delay_ms=10,
+    browse_duration=1,
+    bcrypt_rounds=4,
+    wrk_timeout=5,
+    storm_timeout=10,
+)

@@ -1,0 +1,174 @@
+"""Smoke test of the bench machinery (issue 5): wrk's report is parsed, errors are counted,
+and a --quick run goes end to end against the real Hypercorn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench import prepare, wrk
+from bench.__main__ import run
+from bench.server import APP, start
+from quart_auth_app.store.sqlite import SQLiteStore
+
+needs_wrk = pytest.mark.skipif(not wrk.available(), reason="wrk is not installed")
+
+CLEAN = """\
+Running 5s test @ http://127.0.0.1:8000/protected
+  1 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     5.33ms    1.21ms  20.00ms   80.00%
+    Req/Sec    12.05k   500.00    13.00k    70.00%
+  Latency Distribution
+     50%    5.10ms
+     75%    5.80ms
+     90%    6.50ms
+     99%   10.00ms
+  60012 requests in 5.00s, 7.00MB read
+Requests/sec:  12002.40
+Transfer/sec:      1.40MB
+"""
+
+FAULTY = """\
+Running 1m test @ http://127.0.0.1:8000/api/login
+  2 threads and 1024 connections
+  Latency Distribution
+     50%  850.12us
+     75%    1.20s
+     90%    1.50s
+     99%    1.02m
+  1234 requests in 1.00m, 300.00KB read
+  Socket errors: connect 17, read 3, write 2, timeout 40
+  Non-2xx or 3xx responses: 99
+Requests/sec:     20.56
+Transfer/sec:      5.00KB
+"""
+
+
+@pytest.fixture
+def hang_up_port() -> Iterator[int]:
+    """A port whose server reads each request and closes the connection without an answer."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):  # the listener closed: the test is over
+            while True:
+                connection, _ = listener.accept()
+                with connection:
+                    connection.recv(4096)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    listener.shutdown(socket.SHUT_RDWR)
+    listener.close()
+    thread.join(timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("text", "requests", "duration", "rps", "p50", "p99", "non_2xx", "socket", "errors"),
+    [
+        (CLEAN, 60012, 5.0, 12002.40, 5.10, 10.0, 0, 0, 0),
+        (FAULTY, 1234, 60.0, 20.56, 0.85012, 61200.0, 99, 62, 161),
+    ],
+)
+def test_parse_reads_throughput_latency_and_errors(
+    text: str,
+    requests: int,
+    duration: float,
+    rps: float,
+    p50: float,
+    p99: float,
+    non_2xx: int,
+    socket: int,
+    errors: int,
+) -> None:
+    result = wrk.parse(text)
+    assert result.requests == requests
+    assert result.duration == pytest.approx(duration)
+    assert result.rps == pytest.approx(rps)
+    assert result.p50 == pytest.approx(p50)
+    assert result.p99 == pytest.approx(p99)
+    assert result.non_2xx_3xx == non_2xx
+    assert result.socket_errors == socket
+    assert result.errors == errors
+
+
+def test_parse_refuses_what_is_not_a_wrk_report() -> None:
+    with pytest.raises(wrk.WrkError):
+        wrk.parse("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+@needs_wrk
+@pytest.mark.integration
+def test_real_wrk_counts_non_2xx_and_socket_errors(tmp_path: Path, hang_up_port: int) -> None:
+    database = tmp_path / "db.sqlite3"
+    prepare.create(database, users=3, rounds=4)
+    env = {"QUART_DATABASE": str(database), "QUART_SECRET_KEY": "x", "QUART_BCRYPT_ROUNDS": "4"}
+    server = start("app", APP, env, tmp_path)
+    try:
+        anonymous = wrk.run(server.url + "/api/me", 4, 1)  # 401 without a session
+    finally:
+        server.stop()
+    unanswered = wrk.run(f"http://127.0.0.1:{hang_up_port}/", 4, 1)
+    assert anonymous.requests > 0
+    assert anonymous.non_2xx_3xx == anonymous.requests
+    assert anonymous.socket_errors == 0
+    assert anonymous.cpu_seconds > 0
+    assert unanswered.requests == 0
+    assert unanswered.read_errors > 0
+    assert unanswered.errors == unanswered.socket_errors
+
+
+@needs_wrk
+@pytest.mark.integration
+@pytest.mark.slow
+def test_quick_bench_runs_end_to_end(tmp_path: Path) -> None:
+    run(quick=True, out=tmp_path, log=lambda line: None)
+
+    written = json.loads((tmp_path / "latest-quick.json").read_text())
+    assert (tmp_path / "latest-quick.md").read_text().startswith("# Bench ")
+    summary, samples = written["summary"], written["samples"]
+    assert {s["server"] for s in samples["protected"]} == {"hello", "app", "large"}
+    for row in summary["browsing"]:
+        assert row["rps"]["median"] > 0
+        assert row["ratio"]["median"] > 0
+        assert sum(row["errors"].values()) == 0  # valid sessions: every answer a 200
+    for sample in samples["protected"]:
+        assert sample["wrk"]["requests"] > 0
+        assert len(sample["worker_cpu_seconds"]) == written["workers"]
+        assert sample["wrk"]["cpu_seconds"] > 0
+    assert summary["signin"]["per_second"]["median"] > 0
+    assert sum(summary["signin"]["errors"].values()) == 0
+    signup = summary["signup"]
+    assert signup["successes"] > 0
+    assert signup["lost"] == signup["duplicates"] == 0
+    assert signup["rows"] == signup["successes"] + signup["abandoned"]
+    assert all(len(v) == written["workers"] for v in written["peak_rss_mib"].values())
+
+
+async def test_write_cancelled_at_begin_does_not_wedge_the_writer(tmp_path: Path) -> None:
+    """Found by the bench: wrk hanging up mid-storm cancelled requests during BEGIN IMMEDIATE,
+    the BEGIN still ran on aiosqlite's thread, and every later write on that worker failed."""
+    store = SQLiteStore(str(tmp_path / "db.sqlite3"))
+    await store.open()
+    try:
+        for i in range(5):
+            task = asyncio.create_task(store.insert_user(f"c{i}@example.com", "C", "x", 0.0))
+            await asyncio.sleep(0)  # the task is now awaiting its BEGIN IMMEDIATE
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        user = await store.insert_user("after@example.com", "After", "x", time.time())
+    finally:
+        await store.close()
+    assert user is not None
+    assert user.email == "after@example.com"

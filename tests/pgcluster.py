@@ -66,11 +66,11 @@ class Cluster:
         self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
                   "--no-sync", "--no-instructions")  # fmt: skip
 
-    def _run(self, tool: str, *args: str) -> None:
+    def _run(self, tool: str, *args: str, check: bool = True) -> None:
         command = [str(self.bin / tool), *args]
         if self.as_root:
             command = ["runuser", "-u", SUPERUSER, "--", *command]
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd=self.root)
+        subprocess.run(command, check=check, stdout=subprocess.DEVNULL, cwd=self.root)
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
@@ -90,11 +90,10 @@ class Cluster:
             self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
 
     def close(self) -> None:
-        """Stop the server if it runs and remove every file."""
-        try:
-            self.stop("immediate")
-        finally:
-            shutil.rmtree(self.root, ignore_errors=True)
+        """Stop the server if it still runs (a Ctrl-C may have stopped it) and remove every file."""
+        if (self.data / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def database_url(admin_dsn: str, name: str) -> str:

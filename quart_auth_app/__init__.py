@@ -17,6 +17,7 @@ from quart_schema import QuartSchema
 from .cli import register_commands
 from .config import DEFAULTS, load_secret
 from .errors import AppError, register_error_handlers
+from .openapi import OpenAPI
 from .passwords import Hasher
 from .security import init_security
 from .sessions import ServerSessionInterface, purge_expired
@@ -60,6 +61,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Quart:
 
     QuartSchema(
         app,
+        openapi_provider_class=OpenAPI,
         info={"title": "quart_auth_app", "version": "1.0.0"},
         redoc_ui_path=None,
         scalar_ui_path=None,

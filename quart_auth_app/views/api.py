@@ -22,6 +22,7 @@ from ..auth import (
     server_session,
 )
 from ..errors import AppError
+from ..openapi import NoContent
 from ..store import User
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -83,11 +84,6 @@ class ErrorOut:
     error: str
     message: str
     fields: dict[str, str] | None = None
-
-
-@dataclass
-class NoContent:
-    """No body: the status says it all."""
 
 
 def _user_out(user: User) -> UserOut:

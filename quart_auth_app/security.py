@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from quart import Response, request
+from quart.json.provider import DefaultJSONProvider
 
 from .errors import AppError
 
@@ -59,8 +60,19 @@ def is_cross_origin(method: str, sec_fetch_site: str | None, origin: str | None,
     return origin_host.lower() != host.lower()
 
 
+class BoundedJSONProvider(DefaultJSONProvider):
+    """JSON whose nesting is too deep for the parser is malformed input (400), not a crash."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+
 def init_security(app: Quart) -> None:
     """Refuse cross-origin writes before any view runs; add headers to every response."""
+    app.json = BoundedJSONProvider(app)
 
     @app.before_request
     async def refuse_cross_origin() -> None:

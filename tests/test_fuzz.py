@@ -328,6 +328,27 @@ async def test_no_input_breaks_anything(
     await store.delete_sessions_of_user(bob.id)
 
 
+PATHOLOGICAL_JSON = {
+    "deep objects": b'{"a":' * 5000,
+    "deep arrays": b"[" * 30000,
+    "deep but closed": b"[" * 3000 + b"]" * 3000,
+    "lone surrogate escape": b'{"email": "\\ud800@example.com", "password": "\\udfff\\u0000xxxxxxxx"}',
+    "NaN": b'{"email": NaN, "password": Infinity}',
+}
+
+
+@pytest.mark.parametrize("body", PATHOLOGICAL_JSON.values(), ids=PATHOLOGICAL_JSON)
+@pytest.mark.parametrize("path", ["/api/register", "/api/login", "/api/password"])
+async def test_pathological_json_is_a_clear_400(
+    app: Quart, auth_client: Any, path: str, body: bytes
+) -> None:
+    response = await auth_client.post(path, data=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    payload = await response.get_json()
+    assert payload["error"] and payload["message"]
+    check_database(app)
+
+
 def _all(app: Quart) -> Any:
     import time
 

@@ -187,6 +187,18 @@ async def test_logout_204_deletes_session(app: Quart, auth_client: QuartClient) 
     assert (await auth_client.get("/api/me")).status_code == 401
 
 
+async def test_bodiless_logout_like_curl(app: Quart, auth_client: QuartClient) -> None:
+    """`curl -X POST .../api/logout` sends no body and no Content-Type."""
+    response = await auth_client.post("/api/logout")
+    assert response.status_code == 204
+    assert rows(app, "SELECT count(*) FROM sessions") == [(0,)]
+
+
+@pytest.mark.parametrize("path", ["/api/register", "/api/login"])
+async def test_bodiless_post_to_a_body_route_is_400(client: QuartClient, path: str) -> None:
+    await error_body(await client.post(path), 400)
+
+
 async def test_logout_anonymous_is_204(client: QuartClient) -> None:
     assert (await client.post("/api/logout", json={})).status_code == 204
 
@@ -290,7 +302,7 @@ async def test_password_needs_sign_in(client: QuartClient) -> None:
         ({"Content-Type": "application/x-www-form-urlencoded"}, "email=a&password=b"),
         ({"Content-Type": "text/plain"}, '{"email": "a"}'),
         ({"Content-Type": "multipart/form-data; boundary=x"}, "--x--"),
-        ({}, ""),
+        ({"Content-Length": "18"}, "email=a&password=b"),  # a body, but no type
     ],
 )
 async def test_non_json_body_is_415(

@@ -6,11 +6,13 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pgcluster
 import pytest
 
+from quart_auth_app import create_app
 from quart_auth_app.store import SessionRecord, StoreUnavailable, open_store
 from quart_auth_app.store.postgres import PostgresStore
 
@@ -165,3 +167,30 @@ async def test_unreachable_server_is_unavailable_quickly_and_start_survives() ->
         await store.insert_user("a@example.com", "a", "h", time.time())
     await store.close()
     assert time.monotonic() - started < 10
+
+
+async def test_app_answers_503_when_postgresql_is_unreachable(tmp_path: Path) -> None:
+    """Health, session lookups, sign-in and pages: a clean 503, never a 500."""
+    down = f"postgresql://postgres@127.0.0.1:{pgcluster.free_port()}/x"
+    app = create_app({"TESTING": True, "SECRET_KEY": "s", "DATABASE_URL": down,
+                      "DATABASE": str(tmp_path / "unused.sqlite3")})  # fmt: skip
+    async with app.test_app():
+        client = app.test_client()
+        health = await client.get("/healthz")
+        assert (health.status_code, await health.get_json()) == (
+            503,
+            {"status": "unavailable", "engine": "postgresql"},
+        )
+        cookie = {"Cookie": "session=" + "A" * 43}
+        me = await client.get("/api/me", headers=cookie)
+        assert (me.status_code, (await me.get_json())["error"]) == (503, "unavailable")
+        page = await client.get("/protected", headers=cookie)
+        assert page.status_code == 503 and page.mimetype == "text/html"
+        login = await client.post(
+            "/api/login", json={"email": "ada@example.com", "password": "x" * 10}
+        )
+        assert (login.status_code, (await login.get_json())["error"]) == (503, "unavailable")
+        form = await client.post(
+            "/register", form={"email": "b@example.com", "password": "plum tractor velvet orbit"}
+        )
+        assert form.status_code == 503

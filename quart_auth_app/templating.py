@@ -24,7 +24,8 @@ def device(user_agent: str) -> str:
     if not user_agent:
         return "Unknown device"
     agent = parse_user_agent(user_agent)
-    browser = f"{agent.browser.family} {agent.browser.version_string}".strip()
+    major = agent.browser.version[0] if agent.browser.version else ""
+    browser = f"{agent.browser.family} {major}".strip()
     system = f"{agent.os.family} {agent.os.version_string}".strip()
     if agent.browser.family == "Other":
         return user_agent[:60]

@@ -44,7 +44,9 @@ class Hasher:
     def __init__(self, rounds: int, threads: int) -> None:
         self.rounds = rounds
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bcrypt")
-        self._dummy: str | None = None
+        # Checked for unknown accounts: a well-formed hash at the configured cost, ready from
+        # the start (making one on first use made the first unknown email cost two bcrypt runs).
+        self._dummy = f"$2b${rounds:02d}$" + "." * 53
 
     async def hash(self, password: str) -> str:
         """A new bcrypt hash of `password` at the configured cost."""
@@ -54,8 +56,6 @@ class Hasher:
     async def check(self, password: str, password_hash: str | None) -> bool:
         """Whether `password` matches; with no hash, spend the same time and say no."""
         if password_hash is None:
-            if self._dummy is None:
-                self._dummy = await self.hash("dummy password for unknown accounts")
             await self._run_check(password, self._dummy)
             return False
         return await self._run_check(password, password_hash)

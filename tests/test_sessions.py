@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,38 @@ async def test_api_logout_ends_the_cookie(app: Quart, auth_client: QuartClient) 
     (header,) = session_headers(response)
     assert "Max-Age=0" in header
     assert rows(app, "SELECT count(*) FROM sessions") == [(0,)]
+
+
+async def test_logout_leaves_only_the_flash(app: Quart, client: QuartClient, user: User) -> None:
+    old = token_of(await sign_in(client, user))
+    await client.get("/")  # the welcome flash is shown and gone
+    response = await client.post("/logout")
+    new = token_of(response)
+    assert new != old
+    ((user_id, data),) = rows(app, "SELECT user_id, data FROM sessions")
+    assert user_id is None
+    assert set(json.loads(data) if isinstance(data, str) else data) == {"_flashes"}
+
+
+async def test_signing_up_while_signed_in_ends_the_old_session(
+    app: Quart, auth_client: QuartClient
+) -> None:
+    (old_hash,) = rows(app, "SELECT token_hash FROM sessions")[0]
+    response = await auth_client.post(
+        "/api/register", json={"email": "grace@example.com", "password": PASSWORD}
+    )
+    assert response.status_code == 201
+    ((token_hash, email),) = rows(
+        app, "SELECT s.token_hash, u.email FROM sessions s JOIN users u ON u.id = s.user_id"
+    )
+    assert token_hash != old_hash and email == "grace@example.com"
+
+
+async def test_unchanged_session_sets_no_cookie(auth_client: QuartClient) -> None:
+    for path in ("/", "/protected", "/api/me"):
+        response = await auth_client.get(path)
+        assert response.status_code == 200
+        assert not response.headers.getlist("Set-Cookie"), path
 
 
 # expiry

@@ -161,6 +161,7 @@ async def change_password(user: User, data: Mapping[str, Any]) -> None:
             "The current password is not right.",
             {"current_password": "The current password is not right."},
         )
+    await throttle().signin_succeeded(user.email)
     await store().update_user_password(user.id, await hasher().hash(new_password))
     current = server_session()
     await store().delete_sessions_of_user(user.id, except_hash=current.token_hash)

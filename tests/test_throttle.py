@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +17,7 @@ from quart.testing import QuartClient
 from quart_auth_app import create_app
 from quart_auth_app.sessions import expiry, purge_expired
 from quart_auth_app.store import Store, User
-from quart_auth_app.testing import create_user
+from quart_auth_app.testing import authenticated_client, create_user
 
 ACCOUNT_LIMIT = 3
 ADDRESS_LIMIT = 8
@@ -284,3 +285,20 @@ async def test_disabled_throttle_never_refuses(
             assert response.status_code in (201, 303)
         for key in (f"account:{user.email}", f"address:{ATTACKER}", f"signup:{ATTACKER}"):
             assert await store(app).select_throttle(key, time.time(), 1e9) is None
+
+
+async def test_successful_password_changes_do_not_use_up_the_allowance(
+    app: Quart, user: User
+) -> None:
+    """Proving the current password forgives the account's count, as a sign-in does."""
+    client = await authenticated_client(app, user)
+    passwords = [PASSWORD] + [
+        f"new passphrase number {n} for ada" for n in range(ACCOUNT_LIMIT + 2)
+    ]
+    for old, new in itertools.pairwise(passwords):
+        body = {"current_password": old, "new_password": new}
+        response = await client.post(
+            "/api/password", json=body, scope_base={"client": (ATTACKER, 1)}
+        )
+        assert response.status_code == 204
+    assert (await sign_in(app.test_client(), "api", user.email, passwords[-1])).status_code == 200

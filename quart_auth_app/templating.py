@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -42,6 +43,16 @@ def ago(timestamp: float, now: float | None = None) -> str:
     return "just now"
 
 
+def duration(seconds: float) -> str:
+    """'15 minutes' for 900: the largest whole unit, rounded up so nobody comes back early."""
+    seconds = max(1, math.ceil(seconds))
+    for size, unit in UNITS:
+        if seconds >= size:
+            count = math.ceil(seconds / size)
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
 def when(timestamp: float) -> Markup:
     """A relative time with the exact UTC time on hover."""
     exact = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -54,6 +65,7 @@ def init_templating(app: Quart) -> None:
     """Register the filters and put `current_user` into every template."""
     app.jinja_env.filters["device"] = device
     app.jinja_env.filters["when"] = when
+    app.jinja_env.filters["duration"] = duration
 
     @app.context_processor
     async def inject_user() -> dict[str, Any]:

@@ -1,0 +1,235 @@
+"""Template helpers and how the pages render: devices, times, error pages, form attributes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from html.parser import HTMLParser
+from typing import Any
+
+import pytest
+from quart import Quart
+from quart.testing import QuartClient
+
+from quart_auth_app import create_app
+from quart_auth_app.errors import AppError, from_status
+from quart_auth_app.templating import ago, device, duration, when
+
+NOW = 1_700_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "expected"),
+    [
+        (
+            "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+            "Firefox 128 on Ubuntu",
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+            "Chrome/126.0.0.0 Safari/537.36",
+            "Chrome 126 on Windows 10",
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+            "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+            "Mobile Safari 17 on iOS 17.5",
+        ),
+        ("", "Unknown device"),
+        ("x" * 300, "x" * 60),
+    ],
+)
+def test_device_names_browser_and_system(user_agent: str, expected: str) -> None:
+    assert device(user_agent) == expected
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [
+        (0, "just now"),
+        (59, "just now"),
+        (60, "1 minute ago"),
+        (5 * 60 + 30, "5 minutes ago"),
+        (3600, "1 hour ago"),
+        (3 * 86400, "3 days ago"),
+        (-30, "just now"),  # a clock a little ahead never says "in the future"
+    ],
+)
+def test_ago(seconds: int, expected: str) -> None:
+    assert ago(NOW - seconds, now=NOW) == expected
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [
+        (1, "1 second"),
+        (45, "45 seconds"),
+        (60, "1 minute"),
+        (61, "2 minutes"),
+        (900, "15 minutes"),
+        (7200, "2 hours"),
+        (0, "1 second"),
+    ],
+)
+def test_duration_rounds_up(seconds: int, expected: str) -> None:
+    assert duration(seconds) == expected
+
+
+def test_when_gives_the_exact_time_on_hover() -> None:
+    html = str(when(NOW))
+    assert html.startswith(
+        '<time datetime="2023-11-14 22:13:20 UTC" title="2023-11-14 22:13:20 UTC">'
+    )
+    assert html.endswith("ago</time>")
+
+
+CASES = [
+    (400, "Bad request", None),
+    (403, "Not allowed", None),
+    (404, "Page not found", None),
+    (405, "Method not allowed", None),
+    (413, "Too large", None),
+    (429, "Slow down", "Please wait 15 minutes before trying again."),
+    (500, "Something went wrong", None),
+]
+
+
+@pytest.fixture
+async def error_app(config: dict[str, Any]) -> AsyncIterator[Quart]:
+    """The app with two extra routes that fail on purpose."""
+    app = create_app(config)
+
+    @app.get("/fail/<int:status>")
+    async def fail(status: int) -> str:
+        wait = 900 if status == 429 else None
+        raise AppError(status, "x", from_status(status).message, retry_after=wait)
+
+    @app.get("/crash")
+    async def crash() -> str:
+        raise RuntimeError("boom")
+
+    async with app.test_app():
+        yield app
+
+
+@pytest.mark.parametrize(("status", "heading", "wait"), CASES)
+async def test_error_pages_in_the_layout(
+    error_app: Quart, status: int, heading: str, wait: str | None
+) -> None:
+    client = error_app.test_client()
+    response = await client.get("/crash" if status == 500 else f"/fail/{status}")
+    body = await response.get_data(as_text=True)
+
+    assert response.status_code == status
+    assert response.content_type.startswith("text/html")
+    assert f"<h1>{heading}</h1>" in body
+    assert f"Error {status}" in body
+    assert 'href="/">Back to the home page</a>' in body
+    assert '<link rel="stylesheet" href="/static/style.css">' in body
+    assert body.count(from_status(status).message) == 1
+    assert (wait in body) if wait else ("Please wait" not in body)
+    assert "boom" not in body and "Traceback" not in body
+
+
+class Inputs(HTMLParser):
+    """Every input's attributes, every label's target, and any inline script or style."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: dict[str, dict[str, str | None]] = {}
+        self.labels: set[str] = set()
+        self.inline: list[str] = []
+        self.ids: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if found.get("id"):
+            self.ids.append(str(found["id"]))
+        if (
+            tag == "input"
+            and found.get("type") not in ("hidden", "checkbox")
+            and "hidden" not in found
+        ):
+            self.inputs[str(found["id"])] = found
+        if tag == "label":
+            self.labels.add(str(found.get("for")))
+        if "style" in found or (tag == "script" and "src" not in found) or tag == "style":
+            self.inline.append(tag)
+        if any(name.startswith("on") for name in found):
+            self.inline.append(f"{tag} handler")
+
+
+def parse(body: str) -> Inputs:
+    parser = Inputs()
+    parser.feed(body)
+    return parser
+
+
+LOGIN_FIELDS = {
+    "email": {"type": "email", "autocomplete": "email", "required": "", "maxlength": "254"},
+    "password": {"type": "password", "autocomplete": "current-password", "maxlength": "1024"},
+}
+REGISTER_FIELDS = {
+    "email": {"type": "email", "autocomplete": "email", "required": "", "maxlength": "254"},
+    "name": {"type": "text", "autocomplete": "name", "maxlength": "100"},
+    "password": {
+        "type": "password",
+        "autocomplete": "new-password",
+        "required": "",
+        "minlength": "8",
+        "maxlength": "1024",
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/login", LOGIN_FIELDS),
+        ("/register", REGISTER_FIELDS),
+        ("/", LOGIN_FIELDS | {f"new-{k}": v for k, v in REGISTER_FIELDS.items()}),
+    ],
+)
+async def test_forms_carry_what_password_managers_need(
+    client: QuartClient, path: str, expected: dict[str, dict[str, str]]
+) -> None:
+    page = parse(await (await client.get(path)).get_data(as_text=True))
+
+    assert set(page.inputs) == set(expected)
+    for input_id, attributes in expected.items():
+        found = page.inputs[input_id]
+        for name, value in attributes.items():
+            assert (found.get(name) or "") == value, (input_id, name)
+        assert input_id in page.labels
+    assert len(page.ids) == len(set(page.ids)), "duplicate ids"
+    assert page.inline == []
+
+
+async def test_account_form_and_sessions_table(auth_client: QuartClient) -> None:
+    body = await (await auth_client.get("/account")).get_data(as_text=True)
+    page = parse(body)
+
+    assert page.inputs["current_password"]["autocomplete"] == "current-password"
+    assert page.inputs["new_password"]["autocomplete"] == "new-password"
+    assert page.inputs["new_password"]["minlength"] == "8"
+    assert {"current_password", "new_password"} <= page.labels
+    assert re.search(r'<tr class="current">.*?this device', body, re.S)
+    assert page.inline == []
+
+
+async def test_typed_values_are_kept_but_never_the_password(client: QuartClient) -> None:
+    response = await client.post(
+        "/register",
+        form={"email": "not-an-email", "name": "<Eve>", "password": "hunter2-secret-typed"},
+    )
+    body = await response.get_data(as_text=True)
+    page = parse(body)
+
+    assert response.status_code == 400
+    assert page.inputs["email"]["value"] == "not-an-email"
+    assert page.inputs["email"]["aria-invalid"] == "true"
+    assert page.inputs["email"]["aria-describedby"] == "email-error"
+    assert page.inputs["name"]["value"] == "<Eve>"
+    assert "&lt;Eve&gt;" in body
+    assert "value" not in page.inputs["password"]
+    assert "hunter2-secret-typed" not in body

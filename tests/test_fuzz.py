@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from schemathesis.python import asgi as schemathesis_asgi
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from quart_auth_app import create_app
+from quart_auth_app.sessions import expiry
 from quart_auth_app.store import User
 from quart_auth_app.testing import create_user, login_session
 
@@ -352,11 +354,70 @@ async def test_pathological_json_is_a_clear_400(
     check_database(app)
 
 
+OVERSIZED = [
+    ("/login", "form"),
+    ("/register", "form"),
+    ("/account/password", "form"),
+    ("/api/register", "json"),
+    ("/api/login", "json"),
+    ("/api/password", "json"),
+]
+
+
+@pytest.mark.parametrize(("path", "kind"), OVERSIZED)
+async def test_bodies_past_the_limit_are_413(
+    app: Quart, auth_client: Any, user: User, path: str, kind: str
+) -> None:
+    big = "x" * int(app.config["MAX_CONTENT_LENGTH"])
+    fields = {"email": "big@example.com", "password": big, "current_password": PASSWORD}
+    fields["new_password"] = big
+    if kind == "json":
+        response = await auth_client.post(path, json=fields)
+        assert (await response.get_json())["error"] == "too_large"
+    else:
+        response = await auth_client.post(path, form=fields)
+    assert response.status_code == 413
+    assert rows(app, "SELECT email FROM users") == [(user.email,)]
+    assert rows(app, "SELECT password_hash FROM users") == [(user.password_hash,)]
+
+
+INJECTIONS = [
+    "' OR '1'='1",
+    "ada@example.com' --",
+    "x'); DROP TABLE users; --",
+    '" OR ""="',
+    "1; DELETE FROM sessions",
+    "\\'; SELECT pg_sleep(5); --",
+]
+
+
+@pytest.mark.parametrize("payload", INJECTIONS)
+async def test_sql_metacharacters_are_just_text(
+    app: Quart, client: Any, user: User, payload: str
+) -> None:
+    for email in (payload, f"{user.email}{payload}"):
+        response = await client.post("/api/login", json={"email": email, "password": payload})
+        assert response.status_code in (400, 401)
+    name = f"Mallory {payload}"
+    response = await client.post(
+        "/api/register",
+        json={
+            "email": "mallory@example.com",
+            "password": "mallory's long passphrase 3",
+            "name": name,
+        },
+    )
+    assert response.status_code == 201
+    assert (await response.get_json())["name"] == name
+    assert rows(app, "SELECT name FROM users WHERE email = ?", "mallory@example.com") == [(name,)]
+    assert sorted(e for (e,) in rows(app, "SELECT email FROM users")) == [
+        user.email,
+        "mallory@example.com",
+    ]
+    check_database(app)
+
+
 def _all(app: Quart) -> Any:
-    import time
-
-    from quart_auth_app.sessions import expiry
-
     return expiry(app.config, time.time())
 
 

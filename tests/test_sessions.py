@@ -363,6 +363,23 @@ async def test_secure_cookie_when_configured(config: dict[str, Any]) -> None:
         assert "; Secure" in header and "HttpOnly" in header and "SameSite=Lax" in header
 
 
+async def test_host_prefixed_cookie_name(config: dict[str, Any]) -> None:
+    app = create_app(
+        {**config, "SESSION_COOKIE_SECURE": True, "SESSION_COOKIE_NAME": "__Host-session"}
+    )
+    async with app.test_app():
+        user = await create_user(app, "ada@example.com", "Ada", PASSWORD)
+        client = app.test_client()
+        response = await client.post(
+            "/login", form={"email": user.email, "password": PASSWORD}, scheme="https"
+        )
+        (header,) = response.headers.getlist("Set-Cookie")
+        assert header.startswith("__Host-session=")
+        assert "; Secure" in header and "; Path=/" in header and "Domain" not in header
+        me = await client.get("/api/me", scheme="https")
+        assert me.status_code == 200
+
+
 async def test_secure_cookie_over_https(app: Quart, client: QuartClient, user: User) -> None:
     response = await client.post(
         "/login", form={"email": user.email, "password": PASSWORD}, scheme="https"

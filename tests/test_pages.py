@@ -385,3 +385,11 @@ async def test_form_body_over_limit_is_413(app: Quart, client: QuartClient) -> N
     response = await client.post("/login", form={"email": "a@example.com", "password": big})
     assert response.status_code == 413
     assert session_count(app) == 0
+
+
+async def test_protected_redirect_keeps_the_query_string(client: QuartClient, user: User) -> None:
+    location = (await client.get("/protected?x=1&y=2")).headers["Location"]
+    assert location == "/login?next=/protected%3Fx%3D1%26y%3D2"
+    response = await client.post(location, form={"email": user.email, "password": PASSWORD})
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/protected?x=1&y=2"

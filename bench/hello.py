@@ -24,3 +24,17 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     elif scope["type"] == "http":
         await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
         await send({"type": "http.response.body", "body": b"hello\n"})
+
+
+def create_quart_hello() -> Any:
+    """A bare Quart app answering "hello" on every path: what the framework alone costs."""
+    from quart import Quart
+
+    quart = Quart(__name__)
+
+    @quart.route("/", defaults={"path": ""})
+    @quart.route("/<path:path>")
+    async def hello(path: str) -> str:
+        return "hello\n"
+
+    return quart

@@ -30,13 +30,19 @@ def browsing(samples: list[dict[str, Any]], connections: list[int]) -> list[dict
     rows = []
     for c in connections:
         hello = _by_round(samples, server="hello", connections=c)
+        quart = _by_round(samples, server="quart", connections=c)
         app = _by_round(samples, server="app", connections=c)
         ratios = [ratio(app[r]["wrk"]["rps"], hello[r]["wrk"]["rps"]) for r in app if r in hello]
+        quart_ratios = [
+            ratio(app[r]["wrk"]["rps"], quart[r]["wrk"]["rps"]) for r in app if r in quart
+        ]
         app_samples = list(app.values())
         rows.append(
             {
                 "connections": c,
                 "hello_rps": summary(h["wrk"]["rps"] for h in hello.values()),
+                "quart_rps": summary(q["wrk"]["rps"] for q in quart.values()),
+                "ratio_to_quart": summary(quart_ratios),
                 "rps": summary(a["wrk"]["rps"] for a in app_samples),
                 "ratio": summary(ratios),
                 "p50_ms": summary(a["wrk"]["latency_ms"].get("50") for a in app_samples),
@@ -82,6 +88,8 @@ def signin(samples: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         "limit": summary(s["limit"] for s in storms),
         "per_second": summary(per_second(s) for s in storms),
         "ratio": summary(ratio(per_second(s), s["limit"]) for s in storms),
+        "available": summary(s["available"] for s in storms),
+        "ratio_available": summary(ratio(per_second(s), s["available"]) for s in storms),
         "p99_ms": summary(s["wrk"]["latency_ms"].get("99") for s in storms),
         "errors": _errors(storms),
         "wrk_cores": summary(s["wrk_cores"] for s in storms),
@@ -185,6 +193,8 @@ def _browsing_md(run: dict[str, Any], result: dict[str, Any]) -> list[str]:
             fmt(row["hello_rps"]),
             fmt(row["rps"]),
             fmt(row["ratio"], 2),
+            fmt(row["quart_rps"]),
+            fmt(row["ratio_to_quart"], 2),
             fmt(row["p50_ms"], 1),
             fmt(row["p99_ms"], 1),
             fmt(row["hello_p99_ms"], 1),
@@ -196,7 +206,8 @@ def _browsing_md(run: dict[str, Any], result: dict[str, Any]) -> list[str]:
         ]
         for row in result["browsing"]
     ]
-    header = ["conns", "hello rps", "/protected rps", "ratio", "p50 ms", "p99 ms"]
+    header = ["conns", "hello rps", "/protected rps", "ratio", "Quart hello rps"]
+    header += ["ratio to Quart hello", "p50 ms", "p99 ms"]
     header += ["hello p99 ms", "errors", "hello errors", "busiest worker CPU"]
     header += ["wrk cores", "wrk CPU share"]
     growth_rows = [
@@ -227,6 +238,8 @@ def _signin_md(run: dict[str, Any], si: dict[str, Any]) -> list[str]:
         fmt(si["limit"], 2),
         fmt(si["per_second"], 2),
         fmt(si["ratio"], 2),
+        fmt(si["available"], 2),
+        fmt(si["ratio_available"], 2),
         fmt(si["p99_ms"]),
         _errors_text(si["errors"]),
         fmt(si["wrk_cores"], 3),
@@ -251,6 +264,8 @@ def _signin_md(run: dict[str, Any], si: dict[str, Any]) -> list[str]:
                 "limit/s (cores / bcrypt)",
                 "sign-ins/s",
                 "ratio",
+                "bcrypt/s measured (1 thread per core)",
+                "ratio to measured",
                 "p99 ms",
                 "errors",
                 "wrk cores",

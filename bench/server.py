@@ -20,6 +20,7 @@ CONFIG = ROOT / "hypercorn.toml"
 HYPERCORN = Path(sys.executable).parent / "hypercorn"
 APP = "quart_auth_app:create_app()"
 HELLO = "bench.hello:app"
+QUART_HELLO = "bench.hello:create_quart_hello()"
 TICK = os.sysconf("SC_CLK_TCK")
 
 

@@ -86,8 +86,11 @@ def init_security(app: Quart) -> None:
 
     @app.after_request
     async def add_headers(response: Response) -> Response:
+        # Not headers.setdefault: werkzeug raises and catches a KeyError for every absent name.
+        present = {key.lower() for key, _ in response.headers.items()}
         for name, value in HEADERS.items():
-            response.headers.setdefault(name, value)
+            if name.lower() not in present:
+                response.headers[name] = value
         if request.endpoint != "static":
             response.headers["Cache-Control"] = "no-store"
             response.vary.add("Cookie")

@@ -168,8 +168,9 @@ class SQLiteStore:
             await self.open()
         self._next_reader = (self._next_reader + 1) % len(self._readers)
         try:
-            async with self._readers[self._next_reader].execute(sql, params) as cursor:
-                return list(await cursor.fetchall())
+            # One trip to the connection's thread (execute + fetchall there), not three; the
+            # statement is exhausted, so it holds no read snapshot afterwards.
+            return list(await self._readers[self._next_reader].execute_fetchall(sql, params))
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(str(exc)) from exc
 

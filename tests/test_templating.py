@@ -128,6 +128,7 @@ async def test_error_pages_in_the_layout(
     assert '<link rel="stylesheet" href="/static/style.css">' in body
     assert body.count(from_status(status).message) == 1
     assert (wait in body) if wait else ("Please wait" not in body)
+    assert response.headers.get("Retry-After") == ("900" if wait else None)
     assert "boom" not in body and "Traceback" not in body
 
 

@@ -8,11 +8,12 @@ import subprocess
 import tarfile
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Page
+from playwright.sync_api import Browser, BrowserContext, Page
 from servers import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -116,3 +117,23 @@ def axe_source() -> str | None:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(source)
     return source
+
+
+ContextFactory = Callable[..., BrowserContext]
+
+
+def open_contexts(browser: Browser, base_url: str) -> tuple[ContextFactory, Watch, list[Any]]:
+    """A context factory whose pages are all watched, the watch, and the contexts opened."""
+    watch = Watch()
+    opened: list[BrowserContext] = []
+
+    def new_context(**options: Any) -> BrowserContext:
+        options.setdefault("viewport", DESKTOP)
+        context = browser.new_context(base_url=base_url, **options)
+        context.set_default_timeout(15_000)
+        context.add_init_script(CSP_LISTENER)
+        context.on("page", watch.attach)
+        opened.append(context)
+        return context
+
+    return new_context, watch, opened

@@ -6,13 +6,20 @@ Content-Security-Policy violation fails the test.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
-from browserkit import CHROMIUM, CHROMIUM_ARGS, CSP_LISTENER, DESKTOP, GENEROUS, Watch, axe_source
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 from servers import Server, running
+
+from browser.browserkit import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    GENEROUS,
+    ContextFactory,
+    axe_source,
+    open_contexts,
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -48,26 +55,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {"QUART_DATABASE": str(tmp / "app.sqlite3"), **GENEROUS}
     with running(tmp, env) as started:
         yield started
-
-
-ContextFactory = Callable[..., BrowserContext]
-
-
-def open_contexts(browser: Browser, base_url: str) -> tuple[ContextFactory, Watch, list[Any]]:
-    """A context factory whose pages are all watched, the watch, and the contexts opened."""
-    watch = Watch()
-    opened: list[BrowserContext] = []
-
-    def new_context(**options: Any) -> BrowserContext:
-        options.setdefault("viewport", DESKTOP)
-        context = browser.new_context(base_url=base_url, **options)
-        context.set_default_timeout(15_000)
-        context.add_init_script(CSP_LISTENER)
-        context.on("page", watch.attach)
-        opened.append(context)
-        return context
-
-    return new_context, watch, opened
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from browserkit import DESKTOP, PASSWORD, PHONE, screenshot, unique_email
-from conftest import ContextFactory
 from playwright.sync_api import Page, expect
+
+from browser.browserkit import DESKTOP, PASSWORD, PHONE, ContextFactory, screenshot, unique_email
 
 pytestmark = pytest.mark.browser
 

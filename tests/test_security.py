@@ -15,6 +15,7 @@ from conftest import PASSWORD
 from quart import Quart
 from quart.testing import QuartClient
 
+from quart_auth_app import create_app
 from quart_auth_app.security import is_cross_origin
 from quart_auth_app.sessions import hash_token
 from quart_auth_app.store import Store, User
@@ -142,6 +143,30 @@ async def test_cross_origin_writes_are_refused_and_the_session_untouched(
     else:
         assert response.status_code == (ok_status if method == "POST" else 405)
         assert (row is None) is (method == "POST")
+
+
+@pytest.mark.parametrize(
+    ("origin", "hops", "refused"),
+    [
+        ("https://auth.example.com", 1, False),  # nginx passed the public host on
+        ("https://evil.example", 1, True),
+        ("https://auth.example.com", 0, True),  # without a trusted proxy: compared with Host
+    ],
+)
+async def test_behind_a_trusted_proxy_origin_is_checked_against_the_forwarded_host(
+    config: dict[str, Any], origin: str, hops: int, refused: bool
+) -> None:
+    app = create_app({**config, "TRUSTED_PROXY_HOPS": hops})
+    async with app.test_app():
+        headers = {
+            "Host": "10.0.0.11:5000",  # nginx's upstream address
+            "X-Forwarded-Host": "auth.example.com",
+            "X-Forwarded-For": "203.0.113.9",
+            "X-Forwarded-Proto": "https",
+            "Origin": origin,
+        }
+        response = await app.test_client().post("/api/logout", json={}, headers=headers)
+        assert response.status_code == (403 if refused else 204)
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS"])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import time
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -12,11 +10,10 @@ from markupsafe import Markup, escape
 from user_agents import parse as parse_user_agent
 
 from .auth import current_user
+from .timefmt import ago, duration
 
 if TYPE_CHECKING:
     from quart import Quart
-
-UNITS = [(86400, "day"), (3600, "hour"), (60, "minute")]
 
 
 @lru_cache(maxsize=256)
@@ -31,26 +28,6 @@ def device(user_agent: str) -> str:
     if agent.browser.family == "Other":
         return user_agent[:60]
     return f"{browser} on {system}" if agent.os.family != "Other" else browser
-
-
-def ago(timestamp: float, now: float | None = None) -> str:
-    """'5 minutes ago' for a past timestamp."""
-    seconds = max(0, int((now or time.time()) - timestamp))
-    for size, unit in UNITS:
-        if seconds >= size:
-            count = seconds // size
-            return f"{count} {unit}{'s' if count != 1 else ''} ago"
-    return "just now"
-
-
-def duration(seconds: float) -> str:
-    """'15 minutes' for 900: the largest whole unit, rounded up so nobody comes back early."""
-    seconds = max(1, math.ceil(seconds))
-    for size, unit in UNITS:
-        if seconds >= size:
-            count = math.ceil(seconds / size)
-            return f"{count} {unit}{'s' if count != 1 else ''}"
-    return f"{seconds} second{'s' if seconds != 1 else ''}"
 
 
 def when(timestamp: float) -> Markup:

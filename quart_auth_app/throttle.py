@@ -9,6 +9,7 @@ from quart import current_app, request
 
 from .errors import AppError
 from .store import Store
+from .timefmt import duration
 
 
 def client_address() -> str:
@@ -21,7 +22,7 @@ def _too_many(retry_after: float) -> AppError:
     return AppError(
         429,
         "too_many_attempts",
-        f"Too many attempts. Please wait {wait} seconds and try again.",
+        f"Too many attempts. Please wait {duration(wait)} and try again.",
         retry_after=wait,
     )
 

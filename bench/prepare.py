@@ -18,7 +18,7 @@ from quart_auth_app.sessions import new_token
 from quart_auth_app.store.sqlite import SQLiteStore
 
 PASSWORD = "bench-Password-7-quartz"
-BATCH = 100_000
+TOUCH_SPREAD = 60.0  # seconds: the app's longest interval between last_seen writes
 
 
 def email(index: int) -> str:
@@ -52,6 +52,7 @@ def add_sessions(path: Path, users: int, live: int, filler: int = 0) -> list[str
     now = time.time()
     tokens: list[str] = []
     every = max(1, (live + filler) // max(live, 1))
+    live_every = max(1, live) * every  # the spread cycles once over the known tokens
 
     def rows() -> object:
         for i in range(live + filler):
@@ -60,7 +61,11 @@ def add_sessions(path: Path, users: int, live: int, filler: int = 0) -> list[str
                 tokens.append(token)
             else:
                 token_hash = os.urandom(32)
-            yield (f"bench-{i}", token_hash, i % users + 1, now, now, now + 86400)
+            # last_seen spread over the last minute, as in steady use: the app refreshes it
+            # at most once a minute per session, and equal values would make every session
+            # due for that write at the same moment (a herd no real site sees).
+            seen = now - TOUCH_SPREAD * (i % live_every) / live_every
+            yield (f"bench-{i}", token_hash, i % users + 1, seen, seen, now + 86400)
 
     with sqlite3.connect(path) as db:
         db.execute("PRAGMA synchronous = OFF")

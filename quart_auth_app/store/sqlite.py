@@ -161,6 +161,23 @@ class SQLiteStore:
                 await db.rollback()
                 raise StoreUnavailable(str(exc)) from exc
 
+    async def _write_one(self, sql: str, params: Mapping[str, Any]) -> None:
+        """One write statement as its own transaction, in one trip to the writer's thread.
+
+        SQLite runs a lone write statement in autocommit mode as BEGIN IMMEDIATE would (the
+        write lock is taken before it reads, waiting out the busy timeout), so the lock
+        between workers is held for that one trip, not across several turns of a busy event
+        loop: under load that made the once-a-minute last_seen write take seconds.
+        """
+        if self._writer is None:
+            await self.open()
+        assert self._writer is not None
+        async with self._write_lock:
+            try:
+                await self._writer.execute_fetchall(sql, params)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(str(exc)) from exc
+
     async def _read(
         self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] = ()
     ) -> list[sqlite3.Row]:
@@ -280,12 +297,10 @@ class SQLiteStore:
         return True
 
     async def touch_session(self, token_hash: bytes, now: float) -> None:
-        async with self._write() as db:
-            await _run(
-                db,
-                "UPDATE sessions SET last_seen = :now WHERE token_hash = :hash",
-                {"now": now, "hash": token_hash},
-            )
+        await self._write_one(
+            "UPDATE sessions SET last_seen = :now WHERE token_hash = :hash",
+            {"now": now, "hash": token_hash},
+        )
 
     async def delete_session_by_hash(self, token_hash: bytes) -> None:
         async with self._write() as db:

@@ -103,7 +103,14 @@ class SQLiteStore:
         self._open_lock = asyncio.Lock()
 
     async def _connect(self) -> aiosqlite.Connection:
-        db = await aiosqlite.connect(self.path, isolation_level=None)
+        connection = aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            db = await connection
+        except sqlite3.Error:
+            # On a failed connect aiosqlite stops its thread without waiting, and the thread
+            # later calls back into this loop, which may be closed by then: wait for it here.
+            await asyncio.to_thread(connection._thread.join, 5.0)
+            raise
         db.row_factory = sqlite3.Row
         await _run(db, f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         await _run(db, "PRAGMA foreign_keys = ON")

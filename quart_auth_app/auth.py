@@ -78,7 +78,6 @@ async def register(data: Mapping[str, Any]) -> User:
     user = await store().insert_user(reg.email, reg.name, password_hash, time.time())
     if user is None:  # another request won the race for this email
         raise _taken()
-    await throttle().signed_up()
     await login_user(user)
     return user
 
@@ -115,7 +114,6 @@ async def authenticate(email: str, password: str) -> User:
     user = await store().select_user_by_email(email)
     ok = await hasher().check(password, user.password_hash if user else None)
     if user is None or not ok:
-        await throttle().signin_failed(email)
         if user is not None:
             await record_event(user, "sign-in failed")
         raise AppError(401, "invalid_credentials", INVALID_CREDENTIALS)
@@ -153,7 +151,6 @@ async def change_password(user: User, data: Mapping[str, Any]) -> None:
         raise invalid_input({"new_password": problem})
     await throttle().check_signin(user.email)
     if not await hasher().check(current_password, user.password_hash):
-        await throttle().signin_failed(user.email)
         await record_event(user, "password change failed")
         raise AppError(
             403,

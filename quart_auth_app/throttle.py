@@ -36,66 +36,56 @@ class Throttle:
     def _on(self) -> bool:
         return bool(current_app.config["THROTTLE_ENABLED"])
 
-    async def _check(self, limits: dict[str, int]) -> None:
-        if not self._on():
-            return
-        now, window = time.time(), float(current_app.config["THROTTLE_WINDOW"])
-        for key, limit in limits.items():
-            state = await self.store.select_throttle(key, now, window)
-            if state is not None and state[0] >= limit:
-                raise _too_many(state[1] + window - now)
+    def _window(self) -> tuple[float, float]:
+        return time.time(), float(current_app.config["THROTTLE_WINDOW"])
 
     async def _reserve(self, key: str, limit: int) -> None:
-        """Count an attempt before judging it, so concurrent guesses cannot overshoot the limit."""
-        now, window = time.time(), float(current_app.config["THROTTLE_WINDOW"])
+        """Count an attempt before judging it, so concurrent attempts cannot overshoot the limit.
+
+        A refused attempt is not counted: it tried nothing.
+        """
+        now, window = self._window()
         count, start = await self.store.hit_throttle(key, now, window)
         if count > limit:
+            await self.store.forgive_throttle(key)
             raise _too_many(start + window - now)
 
     @staticmethod
     def _account_key(email: str) -> str:
         return f"account:{email}"
 
-    def _address_limits(self) -> dict[str, int]:
-        limit = int(current_app.config["THROTTLE_ADDRESS_FAILURES"])
-        return {f"address:{client_address()}": limit}
+    @staticmethod
+    def _address_key() -> str:
+        return f"address:{client_address()}"
 
     async def check_signin(self, email: str) -> None:
         """Raise 429 when this address or this account has failed too often lately.
 
-        The account's attempt is counted here, before bcrypt runs, and forgiven by
-        `signin_succeeded`; the address's failures are counted by `signin_failed`.
+        The attempt is counted against both here, before bcrypt runs, and forgiven by
+        `signin_succeeded`: whatever the concurrency, no more than the limit of guesses run.
         """
         if not self._on():
             return
-        await self._check(self._address_limits())
-        limit = int(current_app.config["THROTTLE_ACCOUNT_FAILURES"])
-        await self._reserve(self._account_key(email), limit)
-
-    async def signin_failed(self, email: str) -> None:
-        """Count a failed sign-in against the address (the account's was counted up front)."""
-        if self._on():
-            now, window = time.time(), float(current_app.config["THROTTLE_WINDOW"])
-            for key in self._address_limits():
-                await self.store.hit_throttle(key, now, window)
+        config = current_app.config
+        await self._reserve(self._address_key(), int(config["THROTTLE_ADDRESS_FAILURES"]))
+        try:
+            await self._reserve(self._account_key(email), int(config["THROTTLE_ACCOUNT_FAILURES"]))
+        except AppError:
+            await self.store.forgive_throttle(self._address_key())
+            raise
 
     async def signin_succeeded(self, email: str) -> None:
-        """Forget the account's failures (the address keeps its count)."""
+        """Forget the account's failures and forgive this attempt to the address."""
         if self._on():
             await self.store.clear_throttle(self._account_key(email))
-
-    def _signup_limits(self) -> dict[str, int]:
-        return {
-            f"signup:{client_address()}": int(current_app.config["THROTTLE_SIGNUPS_PER_ADDRESS"])
-        }
+            await self.store.forgive_throttle(self._address_key())
 
     async def check_signup(self) -> None:
-        """Raise 429 when this address has signed up too often lately."""
-        await self._check(self._signup_limits())
+        """Count a sign-up attempt against the address; 429 past the limit.
 
-    async def signed_up(self) -> None:
-        """Count a sign-up against the address."""
+        Attempts for an email that is already taken count too, which also limits
+        probing for who has an account.
+        """
         if self._on():
-            now, window = time.time(), float(current_app.config["THROTTLE_WINDOW"])
-            for key in self._signup_limits():
-                await self.store.hit_throttle(key, now, window)
+            limit = int(current_app.config["THROTTLE_SIGNUPS_PER_ADDRESS"])
+            await self._reserve(f"signup:{client_address()}", limit)

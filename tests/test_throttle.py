@@ -271,6 +271,44 @@ async def test_concurrent_guesses_cannot_overshoot(app: Quart, user: User) -> No
     assert statuses == [401] * ACCOUNT_LIMIT + [429] * (12 - ACCOUNT_LIMIT)
 
 
+async def test_concurrent_spraying_from_one_address_cannot_overshoot(app: Quart) -> None:
+    """A burst of guesses at many accounts from one address runs at most the address limit."""
+    burst = ADDRESS_LIMIT * 3
+    guesses = [
+        sign_in(app.test_client(), "api", f"victim{n}@example.com", "Summer2024!")
+        for n in range(burst)
+    ]
+    statuses = sorted(r.status_code for r in await asyncio.gather(*guesses))
+    assert statuses == [401] * ADDRESS_LIMIT + [429] * (burst - ADDRESS_LIMIT)
+
+
+async def test_concurrent_sign_ups_from_one_address_cannot_overshoot(app: Quart) -> None:
+    burst = SIGNUP_LIMIT * 4
+    attempts = [
+        _register(app.test_client(), "api", f"burst{n}@example.com", ATTACKER) for n in range(burst)
+    ]
+    statuses = sorted(r.status_code for r in await asyncio.gather(*attempts))
+    assert statuses == [201] * SIGNUP_LIMIT + [429] * (burst - SIGNUP_LIMIT)
+    created = [await store(app).select_user_by_email(f"burst{n}@example.com") for n in range(burst)]
+    assert sum(user is not None for user in created) == SIGNUP_LIMIT
+
+
+async def test_successes_and_refusals_do_not_use_up_the_address_allowance(
+    app: Quart, client: QuartClient, user: User
+) -> None:
+    for _ in range(ADDRESS_LIMIT + 2):  # successful sign-ins from the address are not failures
+        assert (await sign_in(app.test_client(), "api", user.email, PASSWORD)).status_code == 200
+    for _ in range(ACCOUNT_LIMIT):
+        await sign_in(client, "api", user.email, "wrong password")
+    for _ in range(ADDRESS_LIMIT):  # refused by the account's lock: no guess ran
+        assert_throttled(await sign_in(client, "api", user.email, "wrong password"))
+    left = ADDRESS_LIMIT - ACCOUNT_LIMIT
+    for n in range(left):
+        response = await sign_in(client, "api", f"victim{n}@example.com", "Summer2024!")
+        assert response.status_code == 401
+    assert_throttled(await sign_in(client, "api", "victim-next@example.com", "Summer2024!"))
+
+
 @pytest.mark.parametrize("kind", KINDS)
 async def test_disabled_throttle_never_refuses(
     user: User, config: dict[str, Any], kind: str

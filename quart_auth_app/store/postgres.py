@@ -350,6 +350,12 @@ class PostgresStore:
     async def clear_throttle(self, key: str) -> None:
         await self._execute("DELETE FROM throttle WHERE key = $1", key)
 
+    async def forgive_throttle(self, key: str) -> None:
+        """Take one attempt back from `key`'s count."""
+        await self._execute(
+            "UPDATE throttle SET count = count - 1 WHERE key = $1 AND count > 0", key
+        )
+
     async def delete_stale_throttle(self, cutoff: float) -> int:
         return await self._execute("DELETE FROM throttle WHERE window_start <= $1", cutoff)
 

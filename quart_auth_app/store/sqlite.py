@@ -389,6 +389,12 @@ class SQLiteStore:
         async with self._write() as db:
             await _run(db, "DELETE FROM throttle WHERE key = :key", {"key": key})
 
+    async def forgive_throttle(self, key: str) -> None:
+        """Take one attempt back from `key`'s count."""
+        async with self._write() as db:
+            sql = "UPDATE throttle SET count = count - 1 WHERE key = :key AND count > 0"
+            await _run(db, sql, {"key": key})
+
     async def delete_stale_throttle(self, cutoff: float) -> int:
         async with self._write() as db:
             return await _run(

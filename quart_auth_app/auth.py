@@ -6,6 +6,7 @@ Vocabulary from Django's contrib.auth: `authenticate` checks credentials,
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import wraps
@@ -68,7 +69,8 @@ async def record_event(user: User, kind: str) -> None:
 async def register(data: Mapping[str, Any]) -> User:
     """Create an account from form or JSON fields and sign it in."""
     try:
-        reg = check_registration(data, current_app.config)
+        # zxcvbn takes milliseconds of CPU: off the event loop, like bcrypt.
+        reg = await asyncio.to_thread(check_registration, data, current_app.config)
     except ValidationFailed as exc:
         raise invalid_input(exc.fields) from None
     await throttle().check_signup()
@@ -146,7 +148,9 @@ async def change_password(user: User, data: Mapping[str, Any]) -> None:
     """Check the current password, store the new one, end every other session, rotate this one."""
     current_password = text(data, "current_password")
     new_password = text(data, "new_password")
-    problem = check_new_password(new_password, current_app.config, [user.email, user.name])
+    problem = await asyncio.to_thread(
+        check_new_password, new_password, current_app.config, [user.email, user.name]
+    )
     if problem:
         raise invalid_input({"new_password": problem})
     await throttle().check_signin(user.email)

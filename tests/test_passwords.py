@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import threading
 import time
 from typing import Any
 
@@ -13,10 +14,10 @@ from dbrows import rows
 from quart import Quart
 from quart.testing import QuartClient
 
-from quart_auth_app import create_app
+from quart_auth_app import create_app, passwords
 from quart_auth_app.passwords import Hasher
 from quart_auth_app.store import User
-from quart_auth_app.testing import create_user
+from quart_auth_app.testing import authenticated_client, create_user
 
 # 100 characters, strong enough for zxcvbn; its first 72 are a different password to bcrypt.
 LONG_PASSWORD = ("velvet tractor orbit plum " * 4)[:72] + "and then 28 more characters!"
@@ -264,3 +265,28 @@ async def test_concurrent_form_sign_ups_create_one_account(app: Quart) -> None:
     )
     assert sorted(r.status_code for r in responses) == [303] + [409] * 4
     assert rows(app, "SELECT count(*) FROM users") == [(1,)]
+
+
+@pytest.mark.parametrize("route", ["/api/register", "/api/password"])
+async def test_strength_check_runs_off_the_event_loop(
+    app: Quart, user: User, monkeypatch: pytest.MonkeyPatch, route: str
+) -> None:
+    """zxcvbn costs milliseconds of CPU per password: it must not run on the loop's thread."""
+    real = passwords.zxcvbn
+    threads: list[int] = []
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(passwords, "zxcvbn", watched)
+    new = "a long enough passphrase 42"
+    if route == "/api/register":
+        client = app.test_client()
+        body = {"email": "new@example.com", "password": new}
+    else:
+        client = await authenticated_client(app, user)
+        body = {"current_password": PASSWORD, "new_password": new}
+    response = await client.post(route, json=body)
+    assert response.status_code < 300
+    assert threads and threading.get_ident() not in threads

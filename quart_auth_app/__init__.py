@@ -57,7 +57,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Quart:
         int(app.config["BCRYPT_ROUNDS"]), int(app.config["BCRYPT_THREADS"])
     )
     app.extensions["auth_throttle"] = Throttle(store)
-    app.session_interface = ServerSessionInterface(store)  # type: ignore[assignment]
+    sessions = ServerSessionInterface(store)
+    app.session_interface = sessions  # type: ignore[assignment]
+    app.extensions["auth_touches"] = sessions.touches
 
     QuartSchema(
         app,
@@ -82,11 +84,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Quart:
 
 
 def _init_lifecycle(app: Quart, store: Store) -> None:
-    """Open the store at start, purge expired rows in the background, close at shutdown."""
+    """Open the store at start; write touches and purge expired rows in the background."""
 
     @app.before_serving
     async def start() -> None:
         await store.open()
+        app.extensions["auth_touches"].start()
         app.extensions["auth_purger"] = asyncio.create_task(_purge_forever(app, store))
 
     @app.after_serving
@@ -96,6 +99,7 @@ def _init_lifecycle(app: Quart, store: Store) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await app.extensions["auth_touches"].stop()
         await store.close()
         app.extensions["auth_hasher"].close()
 

@@ -18,6 +18,7 @@ from quart.sessions import SessionInterface, SessionMixin
 from quart.wrappers import BaseRequestWebsocket, Response
 
 from .store import Expiry, SessionRecord, Store, StoreUnavailable, User
+from .touches import Touches
 
 if TYPE_CHECKING:
     from quart import Quart
@@ -88,6 +89,7 @@ class ServerSessionInterface(SessionInterface):
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.touches = Touches(store)  # last_seen, written behind the response
 
     def get_cookie_secure(self, app: Quart) -> bool:
         return bool(app.config["SESSION_COOKIE_SECURE"]) or request.scheme == "https"
@@ -189,7 +191,7 @@ class ServerSessionInterface(SessionInterface):
             return
         idle = float(app.config["SESSION_IDLE_TIMEOUT"])
         if now - session.record.last_seen >= min(TOUCH_EVERY_MAX, idle * TOUCH_FRACTION):
-            await self.store.touch_session(session.record.token_hash, now)
+            await self.touches.touch(session.record.token_hash, now)
 
     def _end_cookie(self, app: Quart, response: Response) -> None:
         response.delete_cookie(

@@ -36,3 +36,8 @@ def rows(app: Quart, sql: str, *params: Any) -> list[tuple[Any, ...]]:
             return pool.submit(asyncio.run, _pg_rows(url, sql, params)).result()
     with sqlite3.connect(app.config["DATABASE"]) as db:
         return db.execute(sql, params).fetchall()
+
+
+async def settle(app: Quart) -> None:
+    """Let the app's queued last_seen writes land, before a test edits the rows under it."""
+    await app.extensions["auth_touches"].flush()

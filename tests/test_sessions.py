@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import sqlite3
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from conftest import PASSWORD
-from dbrows import rows
+from dbrows import rows, settle
 from quart import Quart, session
 from quart.testing import QuartClient
 
@@ -210,6 +214,7 @@ async def test_idle_session_expires(app: Quart, auth_client: QuartClient) -> Non
     idle = app.config["SESSION_IDLE_TIMEOUT"]
     rows(app, "UPDATE sessions SET last_seen = ?", time.time() - idle + 30)
     assert await signed_in(auth_client)
+    await settle(app)  # the touch that request queued
     rows(app, "UPDATE sessions SET last_seen = ?", time.time() - idle - 1)
     response = await auth_client.get("/protected")
     assert response.status_code == 302
@@ -252,6 +257,7 @@ async def test_short_timeouts_from_config(
         if "SESSION_LIFETIME" in settings:
             assert record[1] == pytest.approx(record[0] + 2)
         assert await signed_in(client)
+        await settle(app)
         # Pretend time passed by ageing the row rather than sleeping.
         shift = dead_after
         rows(
@@ -497,8 +503,60 @@ async def test_last_seen_is_touched_at_most_every_min_60_and_tenth_of_idle(
         rows(app, "UPDATE sessions SET last_seen = ?", seen)
         before = time.time()
         assert (await client.get("/protected")).status_code == 200
+        await settle(app)
         ((last_seen,),) = rows(app, "SELECT last_seen FROM sessions")
         assert before <= last_seen <= time.time()
+
+
+@asynccontextmanager
+async def sessions_locked(app: Quart) -> AsyncIterator[None]:
+    """Another process holds the write lock on the sessions (SQLite: the database's)."""
+    url = app.config.get("DATABASE_URL")
+    if url:
+        db = await asyncpg.connect(url, timeout=10)
+        try:
+            async with db.transaction():
+                await db.execute("SELECT id FROM sessions FOR UPDATE")
+                yield
+        finally:
+            await db.close()
+        return
+    holder = sqlite3.connect(app.config["DATABASE"], isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        yield
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+
+
+async def test_a_due_last_seen_write_does_not_hold_up_the_page(
+    app: Quart, auth_client: QuartClient
+) -> None:
+    """The touch is written behind the response: a busy database write lock delays no page."""
+    stale = time.time() - 61
+    rows(app, "UPDATE sessions SET last_seen = ?", stale)
+    async with sessions_locked(app):
+        # Written inline, the touch would wait for the lock (up to the 30 s busy timeout).
+        response = await asyncio.wait_for(auth_client.get("/protected"), timeout=10)
+        assert response.status_code == 200
+        assert rows(app, "SELECT last_seen FROM sessions") == [(stale,)]
+    await settle(app)
+    ((last_seen,),) = rows(app, "SELECT last_seen FROM sessions")
+    assert last_seen > stale + 50
+
+
+async def test_queued_touches_of_many_sessions_all_land(app: Quart, user: User) -> None:
+    clients = [await authenticated_client(app, user) for _ in range(12)]
+    stale = time.time() - 61
+    rows(app, "UPDATE sessions SET last_seen = ?", stale)
+    before = time.time()
+    responses = await asyncio.gather(*(client.get("/protected") for client in clients))
+    assert [r.status_code for r in responses] == [200] * len(clients)
+    await settle(app)
+    seen = [value for (value,) in rows(app, "SELECT last_seen FROM sessions")]
+    assert len(seen) == len(clients)
+    assert all(before <= value <= time.time() for value in seen)
 
 
 # purging

@@ -7,7 +7,7 @@ shared engine for several nodes (SPEC §9). Views and domain code only ever see
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -79,7 +79,7 @@ class Store(Protocol):
     async def merge_session_data(
         self, token_hash: bytes, changed: Mapping[str, Any], removed: list[str], now: float
     ) -> bool: ...
-    async def touch_session(self, token_hash: bytes, now: float) -> None: ...
+    async def touch_sessions(self, token_hashes: Sequence[bytes], now: float) -> None: ...
     async def delete_session_by_hash(self, token_hash: bytes) -> None: ...
     async def select_sessions_of_user(
         self, user_id: int, expiry: Expiry

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
@@ -271,9 +271,11 @@ class PostgresStore:
         )
         return count > 0
 
-    async def touch_session(self, token_hash: bytes, now: float) -> None:
+    async def touch_sessions(self, token_hashes: Sequence[bytes], now: float) -> None:
         await self._execute(
-            "UPDATE sessions SET last_seen = $1 WHERE token_hash = $2", now, token_hash
+            "UPDATE sessions SET last_seen = $1 WHERE token_hash = ANY($2::bytea[])",
+            now,
+            list(token_hashes),
         )
 
     async def delete_session_by_hash(self, token_hash: bytes) -> None:

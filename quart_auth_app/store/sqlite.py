@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
@@ -17,6 +17,7 @@ from .migrations import split_migrations
 
 BUSY_TIMEOUT_MS = 30_000
 READERS = 2
+TOUCH_BATCH = 500  # sessions per UPDATE (well under SQLite's bound-parameter limit)
 
 SESSION_COLUMNS = """
     s.id, s.token_hash, s.user_id, s.data, s.remember, s.created_at, s.last_seen,
@@ -168,7 +169,7 @@ class SQLiteStore:
                 await db.rollback()
                 raise StoreUnavailable(str(exc)) from exc
 
-    async def _write_one(self, sql: str, params: Mapping[str, Any]) -> None:
+    async def _write_one(self, sql: str, params: Mapping[str, Any] | tuple[Any, ...]) -> None:
         """One write statement as its own transaction, in one trip to the writer's thread.
 
         SQLite runs a lone write statement in autocommit mode as BEGIN IMMEDIATE would (the
@@ -303,11 +304,13 @@ class SQLiteStore:
             )
         return True
 
-    async def touch_session(self, token_hash: bytes, now: float) -> None:
-        await self._write_one(
-            "UPDATE sessions SET last_seen = :now WHERE token_hash = :hash",
-            {"now": now, "hash": token_hash},
-        )
+    async def touch_sessions(self, token_hashes: Sequence[bytes], now: float) -> None:
+        for start in range(0, len(token_hashes), TOUCH_BATCH):
+            chunk = token_hashes[start : start + TOUCH_BATCH]
+            marks = ", ".join("?" * len(chunk))
+            await self._write_one(
+                f"UPDATE sessions SET last_seen = ? WHERE token_hash IN ({marks})", (now, *chunk)
+            )
 
     async def delete_session_by_hash(self, token_hash: bytes) -> None:
         async with self._write() as db:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import AsyncIterator
 from html.parser import HTMLParser
@@ -234,3 +235,17 @@ async def test_typed_values_are_kept_but_never_the_password(client: QuartClient)
     assert "&lt;Eve&gt;" in body
     assert "value" not in page.inputs["password"]
     assert "hunter2-secret-typed" not in body
+
+
+async def test_rendering_runs_no_context_processor_in_a_thread(app: Quart) -> None:
+    """Quart runs a synchronous context processor in its thread pool on every render."""
+    processors = [p for group in app.template_context_processors.values() for p in group]
+    assert processors
+    assert all(inspect.iscoroutinefunction(p) for p in processors)
+
+
+async def test_templates_still_get_request_session_and_user(client: QuartClient) -> None:
+    response = await client.get("/login")
+    body = await response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert 'href="/login" aria-current="page"' in body  # `request.endpoint` in the layout

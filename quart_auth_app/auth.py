@@ -60,6 +60,14 @@ def current_user() -> User | None:
     return server_session().user
 
 
+def signed_in_user() -> User:
+    """The signed-in user, for views behind `login_required` (401 if there is none)."""
+    user = current_user()
+    if user is None:
+        raise from_status(401)
+    return user
+
+
 async def record_event(user: User, kind: str) -> None:
     """Log a security event for the user with this request's address and agent."""
     agent, ip = client_meta()

@@ -184,14 +184,16 @@ class ServerSessionInterface(SessionInterface):
         )
 
     async def _update(self, app: Quart, session: ServerSession, now: float) -> None:
-        assert session.record is not None
+        record = session.record
+        if record is None:  # only stored sessions get here
+            return
         changed, removed = session.changes()
         if changed or removed:
-            await self.store.merge_session_data(session.record.token_hash, changed, removed, now)
+            await self.store.merge_session_data(record.token_hash, changed, removed, now)
             return
         idle = float(app.config["SESSION_IDLE_TIMEOUT"])
-        if now - session.record.last_seen >= min(TOUCH_EVERY_MAX, idle * TOUCH_FRACTION):
-            await self.touches.touch(session.record.token_hash, now)
+        if now - record.last_seen >= min(TOUCH_EVERY_MAX, idle * TOUCH_FRACTION):
+            await self.touches.touch(record.token_hash, now)
 
     def _end_cookie(self, app: Quart, response: Response) -> None:
         response.delete_cookie(

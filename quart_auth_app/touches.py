@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .store import Store
+from .store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -70,5 +70,7 @@ class Touches:
             self._wake.clear()
             try:
                 await self.flush()
-            except Exception:  # a passing database fault: those touches are lost, no more
+            except StoreUnavailable as exc:  # an outage: those touches are lost, no more
+                log.warning("last_seen not written, the database is unavailable: %s", exc)
+            except Exception:  # anything else is a bug worth its traceback; keep serving
                 log.exception("writing last_seen failed")

@@ -140,14 +140,19 @@ class SQLiteStore:
                 await db.close()
         self._writer, self._readers = None, []
 
+    async def _writer_db(self) -> aiosqlite.Connection:
+        """The writer connection, opening the store on first use."""
+        if self._writer is None:
+            await self.open()
+        if self._writer is None:  # closed again while it opened
+            raise StoreUnavailable("the database is closed")
+        return self._writer
+
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
         """The one writer path: a process-wide lock, then BEGIN IMMEDIATE across processes."""
-        if self._writer is None:
-            await self.open()
-        assert self._writer is not None
+        db = await self._writer_db()
         async with self._write_lock:
-            db = self._writer
             try:
                 await _run(db, "BEGIN IMMEDIATE")
             except BaseException as exc:
@@ -177,12 +182,10 @@ class SQLiteStore:
         between workers is held for that one trip, not across several turns of a busy event
         loop: under load that made the once-a-minute last_seen write take seconds.
         """
-        if self._writer is None:
-            await self.open()
-        assert self._writer is not None
+        db = await self._writer_db()
         async with self._write_lock:
             try:
-                await self._writer.execute_fetchall(sql, params)
+                await db.execute_fetchall(sql, params)
             except sqlite3.Error as exc:
                 raise StoreUnavailable(str(exc)) from exc
 
@@ -374,9 +377,8 @@ class SQLiteStore:
                 {"key": key, "now": now, "cutoff": now - window},
             ) as cursor,
         ):
-            row = await cursor.fetchone()
-        assert row is not None
-        return int(row[0]), float(row[1])
+            [(count, start)] = await cursor.fetchall()  # RETURNING: exactly one row
+        return int(count), float(start)
 
     async def select_throttle(
         self, key: str, now: float, window: float

@@ -7,30 +7,22 @@ from quart_schema import hide
 
 from ..auth import (
     change_password,
-    current_user,
     list_sessions,
     login_required,
     revoke_other_sessions,
     revoke_session,
     server_session,
+    signed_in_user,
     store,
 )
 from ..errors import AppError
-from ..store import User
 from .pages import render_form
 
 bp = Blueprint("account", __name__)
 
 
-def _user() -> User:
-    user = current_user()
-    if user is None:  # login_required ran first; this only narrows the type
-        raise AppError(401, "unauthorized", "Please sign in first.")
-    return user
-
-
 async def _page(error: AppError | None = None) -> Response:
-    user = _user()
+    user = signed_in_user()
     sessions = await list_sessions(user)
     events = await store().select_events_of_user(user.id, int(current_app.config["EVENTS_SHOWN"]))
     return await render_form(
@@ -55,7 +47,7 @@ async def account() -> Response:
 @login_required
 async def revoke(session_id: str) -> Response:
     try:
-        await revoke_session(_user(), session_id)
+        await revoke_session(signed_in_user(), session_id)
     except AppError as error:
         return await _page(error)
     await flash("The session has been signed out.", "success")
@@ -66,7 +58,7 @@ async def revoke(session_id: str) -> Response:
 @hide
 @login_required
 async def revoke_others() -> Response:
-    count = await revoke_other_sessions(_user())
+    count = await revoke_other_sessions(signed_in_user())
     await flash(f"Signed out {count} other session(s).", "success")
     return redirect("/account", 303)  # type: ignore[return-value]
 
@@ -77,7 +69,7 @@ async def revoke_others() -> Response:
 async def password() -> Response:
     form = await request.form
     try:
-        await change_password(_user(), form)
+        await change_password(signed_in_user(), form)
     except AppError as error:
         return await _page(error)
     await flash("Your password has been changed. Other sessions were signed out.", "success")

@@ -10,7 +10,6 @@ from quart_schema import document_response, validate_request, validate_response
 from ..auth import (
     authenticate,
     change_password,
-    current_user,
     list_sessions,
     login_required,
     login_user,
@@ -20,6 +19,7 @@ from ..auth import (
     revoke_other_sessions,
     revoke_session,
     server_session,
+    signed_in_user,
 )
 from ..errors import AppError
 from ..openapi import NoContent
@@ -141,8 +141,7 @@ async def api_login(data: LoginIn) -> UserOut:
 @login_required
 async def api_me() -> UserOut:
     """The signed-in user."""
-    user = current_user()
-    assert user is not None
+    user = signed_in_user()
     return _user_out(user)
 
 
@@ -163,8 +162,7 @@ async def api_logout() -> Response:
 @login_required
 async def api_sessions() -> SessionsOut:
     """The signed-in user's active sessions."""
-    user = current_user()
-    assert user is not None
+    user = signed_in_user()
     mine = server_session().token_hash
     records = await list_sessions(user)
     return SessionsOut(
@@ -191,8 +189,7 @@ async def api_sessions() -> SessionsOut:
 @login_required
 async def api_revoke_session(session_id: str) -> Response:
     """Revoke one of the user's sessions."""
-    user = current_user()
-    assert user is not None
+    user = signed_in_user()
     await revoke_session(user, session_id)
     return Response("", status=204)
 
@@ -206,8 +203,7 @@ async def api_revoke_session(session_id: str) -> Response:
 @login_required
 async def api_revoke_others() -> RevokedOut:
     """Revoke every session of the user except this one."""
-    user = current_user()
-    assert user is not None
+    user = signed_in_user()
     return RevokedOut(revoked=await revoke_other_sessions(user))
 
 
@@ -223,7 +219,6 @@ async def api_revoke_others() -> RevokedOut:
 @login_required
 async def api_password(data: PasswordIn) -> Response:
     """Change the password: every other session ends, this one gets a new token."""
-    user = current_user()
-    assert user is not None
+    user = signed_in_user()
     await change_password(user, data.__dict__)
     return Response("", status=204)

@@ -1,22 +1,15 @@
-"""SQLite engine: WAL, one serialised writer connection, separate readers (SPEC §8)."""
+"""SQLite engine: every query of the store, on the connections of `sqlite_db` (SPEC §8)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
-from importlib import resources
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import aiosqlite
+from . import Event, Expiry, SessionRecord, User
+from .sqlite_db import SQLiteDatabase, execute
 
-from . import Event, Expiry, SessionRecord, StoreUnavailable, User
-from .migrations import split_migrations
-
-BUSY_TIMEOUT_MS = 30_000
-READERS = 2
 TOUCH_BATCH = 500  # sessions per UPDATE (well under SQLite's bound-parameter limit)
 
 SESSION_COLUMNS = """
@@ -79,148 +72,10 @@ INSERT_SESSION = """
 """
 
 
-async def _run(db: aiosqlite.Connection, sql: str, params: Mapping[str, Any] = {}) -> int:
-    """Execute one statement to completion and release it; return the rows changed.
-
-    A cursor left open keeps its statement active, and an active statement
-    holds SQLite locks, so every statement here is closed at once.
-    """
-    async with db.execute(sql, params) as cursor:
-        await cursor.fetchall()
-        return cursor.rowcount
-
-
-class SQLiteStore:
+class SQLiteStore(SQLiteDatabase):
     """Users, sessions, throttling and events in one SQLite file."""
 
     engine = "sqlite"
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._writer: aiosqlite.Connection | None = None
-        self._readers: list[aiosqlite.Connection] = []
-        self._next_reader = 0
-        self._write_lock = asyncio.Lock()
-        self._open_lock = asyncio.Lock()
-
-    async def _connect(self) -> aiosqlite.Connection:
-        connection = aiosqlite.connect(self.path, isolation_level=None)
-        try:
-            db = await connection
-        except sqlite3.Error:
-            # On a failed connect aiosqlite stops its thread without waiting, and the thread
-            # later calls back into this loop, which may be closed by then: wait for it here.
-            await asyncio.to_thread(connection._thread.join, 5.0)
-            raise
-        db.row_factory = sqlite3.Row
-        await _run(db, f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        await _run(db, "PRAGMA foreign_keys = ON")
-        # FULL: a commit is on disk before the response says so (SPEC §8).
-        await _run(db, "PRAGMA synchronous = FULL")
-        return db
-
-    async def open(self) -> None:
-        """Connect and migrate once per process; later calls are no-ops."""
-        async with self._open_lock:
-            if self._writer is not None:
-                return
-            try:
-                writer = await self._connect()
-                await _run(writer, "PRAGMA journal_mode = WAL")
-                self._readers = [await self._connect() for _ in range(READERS)]
-                self._writer = writer
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(str(exc)) from exc
-            await self.migrate()
-
-    async def close(self) -> None:
-        """Close every connection."""
-        for db in [self._writer, *self._readers]:
-            if db is not None:
-                await db.close()
-        self._writer, self._readers = None, []
-
-    async def _writer_db(self) -> aiosqlite.Connection:
-        """The writer connection, opening the store on first use."""
-        if self._writer is None:
-            await self.open()
-        if self._writer is None:  # closed again while it opened
-            raise StoreUnavailable("the database is closed")
-        return self._writer
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """The one writer path: a process-wide lock, then BEGIN IMMEDIATE across processes."""
-        db = await self._writer_db()
-        async with self._write_lock:
-            try:
-                await _run(db, "BEGIN IMMEDIATE")
-            except BaseException as exc:
-                # A request cancelled mid-await (its client hung up) does not stop the BEGIN
-                # queued on aiosqlite's thread: without this rollback (queued behind it) the
-                # transaction stays open and every later write fails "within a transaction".
-                await db.rollback()
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreUnavailable(str(exc)) from exc
-                raise
-            try:
-                yield db
-            except BaseException:
-                await db.rollback()
-                raise
-            try:
-                await db.commit()
-            except sqlite3.Error as exc:
-                await db.rollback()
-                raise StoreUnavailable(str(exc)) from exc
-
-    async def _write_one(self, sql: str, params: Mapping[str, Any] | tuple[Any, ...]) -> None:
-        """One write statement as its own transaction, in one trip to the writer's thread.
-
-        SQLite runs a lone write statement in autocommit mode as BEGIN IMMEDIATE would (the
-        write lock is taken before it reads, waiting out the busy timeout), so the lock
-        between workers is held for that one trip, not across several turns of a busy event
-        loop: under load that made the once-a-minute last_seen write take seconds.
-        """
-        db = await self._writer_db()
-        async with self._write_lock:
-            try:
-                await db.execute_fetchall(sql, params)
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(str(exc)) from exc
-
-    async def _read(
-        self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] = ()
-    ) -> list[sqlite3.Row]:
-        if not self._readers:
-            await self.open()
-        self._next_reader = (self._next_reader + 1) % len(self._readers)
-        try:
-            # One trip to the connection's thread (execute + fetchall there), not three; the
-            # statement is exhausted, so it holds no read snapshot afterwards.
-            return list(await self._readers[self._next_reader].execute_fetchall(sql, params))
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-
-    async def migrate(self) -> int:
-        """Run the schema's migrations past `PRAGMA user_version`; return the new version."""
-        text = resources.files("quart_auth_app").joinpath("sql/sqlite.sql").read_text()
-        async with self._write() as db:
-            async with db.execute("PRAGMA user_version") as cursor:
-                row = await cursor.fetchone()
-            version = int(row[0]) if row else 0
-            for number, statements in split_migrations(text):
-                if number <= version:
-                    continue
-                for statement in statements:
-                    await _run(db, statement)
-                version = number
-                await _run(db, f"PRAGMA user_version = {number}")
-        return version
-
-    async def ping(self) -> None:
-        """Raise StoreUnavailable unless the database answers."""
-        await self._read("SELECT 1")
 
     # users
 
@@ -257,7 +112,7 @@ class SQLiteStore:
 
     async def update_user_password(self, user_id: int, password_hash: str) -> None:
         async with self._write() as db:
-            await _run(
+            await execute(
                 db,
                 "UPDATE users SET password_hash = :hash WHERE id = :id",
                 {"hash": password_hash, "id": user_id},
@@ -276,14 +131,16 @@ class SQLiteStore:
 
     async def insert_session(self, record: SessionRecord) -> None:
         async with self._write() as db:
-            await _run(db, INSERT_SESSION, _session_params(record))
+            await execute(db, INSERT_SESSION, _session_params(record))
 
     async def replace_session(self, old_hash: bytes | None, record: SessionRecord) -> None:
         """Swap a session for a new one under a new token, atomically (rotation)."""
         async with self._write() as db:
             if old_hash is not None:
-                await _run(db, "DELETE FROM sessions WHERE token_hash = :hash", {"hash": old_hash})
-            await _run(db, INSERT_SESSION, _session_params(record))
+                await execute(
+                    db, "DELETE FROM sessions WHERE token_hash = :hash", {"hash": old_hash}
+                )
+            await execute(db, INSERT_SESSION, _session_params(record))
 
     async def merge_session_data(
         self, token_hash: bytes, changed: Mapping[str, Any], removed: list[str], now: float
@@ -300,7 +157,7 @@ class SQLiteStore:
             data.update(changed)
             for key in removed:
                 data.pop(key, None)
-            await _run(
+            await execute(
                 db,
                 "UPDATE sessions SET data = :data, last_seen = :now WHERE token_hash = :hash",
                 {"data": json.dumps(data), "now": now, "hash": token_hash},
@@ -317,7 +174,7 @@ class SQLiteStore:
 
     async def delete_session_by_hash(self, token_hash: bytes) -> None:
         async with self._write() as db:
-            await _run(db, "DELETE FROM sessions WHERE token_hash = :hash", {"hash": token_hash})
+            await execute(db, "DELETE FROM sessions WHERE token_hash = :hash", {"hash": token_hash})
 
     async def select_sessions_of_user(self, user_id: int, expiry: Expiry) -> list[SessionRecord]:
         rows = await self._read(
@@ -332,7 +189,7 @@ class SQLiteStore:
 
     async def delete_session_of_user(self, user_id: int, session_id: str) -> bool:
         async with self._write() as db:
-            deleted = await _run(
+            deleted = await execute(
                 db,
                 "DELETE FROM sessions WHERE id = :id AND user_id = :user_id",
                 {"id": session_id, "user_id": user_id},
@@ -341,7 +198,7 @@ class SQLiteStore:
 
     async def delete_sessions_of_user(self, user_id: int, except_hash: bytes | None = None) -> int:
         async with self._write() as db:
-            return await _run(
+            return await execute(
                 db,
                 """DELETE FROM sessions WHERE user_id = :user_id
                    AND (:except_hash IS NULL OR token_hash != :except_hash)""",
@@ -350,7 +207,7 @@ class SQLiteStore:
 
     async def delete_expired_sessions(self, expiry: Expiry) -> int:
         async with self._write() as db:
-            return await _run(
+            return await execute(
                 db,
                 """DELETE FROM sessions WHERE expires_at <= :now
                    OR (remember = 0 AND last_seen <= :idle_cutoff)""",
@@ -392,17 +249,17 @@ class SQLiteStore:
 
     async def clear_throttle(self, key: str) -> None:
         async with self._write() as db:
-            await _run(db, "DELETE FROM throttle WHERE key = :key", {"key": key})
+            await execute(db, "DELETE FROM throttle WHERE key = :key", {"key": key})
 
     async def forgive_throttle(self, key: str) -> None:
         """Take one attempt back from `key`'s count."""
         async with self._write() as db:
             sql = "UPDATE throttle SET count = count - 1 WHERE key = :key AND count > 0"
-            await _run(db, sql, {"key": key})
+            await execute(db, sql, {"key": key})
 
     async def delete_stale_throttle(self, cutoff: float) -> int:
         async with self._write() as db:
-            return await _run(
+            return await execute(
                 db, "DELETE FROM throttle WHERE window_start <= :cutoff", {"cutoff": cutoff}
             )
 
@@ -412,7 +269,7 @@ class SQLiteStore:
         self, user_id: int, kind: str, ip: str, user_agent: str, now: float
     ) -> None:
         async with self._write() as db:
-            await _run(
+            await execute(
                 db,
                 """INSERT INTO events (user_id, kind, ip, user_agent, created_at)
                    VALUES (:user_id, :kind, :ip, :user_agent, :now)""",

@@ -1,0 +1,143 @@
+"""PostgreSQL connections: an asyncpg pool shared by every request of one worker (SPEC §9).
+
+The queries live in `postgres.py`. Here: the pool, the timeouts that turn an
+unreachable database into StoreUnavailable (a 503) rather than a hang, and the
+migrations, run under an advisory lock so nodes starting together migrate once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from . import StoreUnavailable
+from .migrations import split_migrations
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 5.0  # seconds to open one connection
+COMMAND_TIMEOUT = 10.0  # seconds for one statement
+OPERATION_TIMEOUT = 15.0  # seconds for a whole store call, waiting for the pool included
+CLOSE_TIMEOUT = 5.0
+MIGRATION_LOCK = 0x5155_4155_5448  # pg_advisory_xact_lock key: "QUAUTH"
+
+# Errors that mean "the database is not there right now", never "the query is wrong".
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutdown, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.InterfaceError,  # connection closed under us
+    OSError,
+    TimeoutError,
+)
+
+
+def _changed(status: str) -> int:
+    """The row count of a command status such as 'DELETE 3'."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class PostgresDatabase:
+    """An asyncpg pool to one PostgreSQL database, migrated before first use."""
+
+    def __init__(self, url: str, pool_size: int = 10) -> None:
+        self.url = url
+        self.pool_size = max(1, pool_size)
+        self._pool: asyncpg.Pool | None = None
+        self._migrated = False
+        self._open_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Connect and migrate; a database that is down now is retried on first use."""
+        try:
+            await self._ready()
+        except StoreUnavailable as exc:
+            log.warning("PostgreSQL unavailable at start (%s); will retry on use", exc)
+
+    async def close(self) -> None:
+        """Close the pool (terminating connections that do not close in time)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT)
+        except (*UNAVAILABLE, asyncpg.PostgresError):
+            pool.terminate()
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        """The pool, created on first use and again if it was closed."""
+        pool = self._pool
+        if pool is not None and not pool.is_closing():
+            return pool
+        async with self._open_lock:
+            if self._pool is None or self._pool.is_closing():
+                try:
+                    self._pool = await asyncio.wait_for(
+                        asyncpg.create_pool(
+                            self.url,
+                            min_size=1,
+                            max_size=self.pool_size,
+                            timeout=CONNECT_TIMEOUT,
+                            command_timeout=COMMAND_TIMEOUT,
+                            server_settings={"application_name": "quart_auth_app"},
+                        ),
+                        OPERATION_TIMEOUT,
+                    )
+                except UNAVAILABLE as exc:
+                    raise StoreUnavailable(f"PostgreSQL: {exc!r}") from exc
+            return self._pool
+
+    async def _ready(self) -> asyncpg.Pool:
+        pool = await self._get_pool()
+        if not self._migrated:
+            await self.migrate()
+        return pool
+
+    @asynccontextmanager
+    async def _connection(self, migrated: bool = True) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; connection faults and timeouts become StoreUnavailable."""
+        pool = await (self._ready() if migrated else self._get_pool())
+        try:
+            async with asyncio.timeout(OPERATION_TIMEOUT), pool.acquire() as db:
+                yield db
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL: {exc!r}") from exc
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async with self._connection() as db:
+            return list(await db.fetch(sql, *args))
+
+    async def _execute(self, sql: str, *args: Any) -> int:
+        async with self._connection() as db:
+            return _changed(await db.execute(sql, *args))
+
+    async def migrate(self) -> int:
+        """Run the migrations past the recorded version, once across every node; return it."""
+        text = resources.files("quart_auth_app").joinpath("sql/postgres.sql").read_text()
+        async with self._connection(migrated=False) as db, db.transaction():
+            await db.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await db.execute(
+                """CREATE TABLE IF NOT EXISTS schema_version (
+                       version    INTEGER PRIMARY KEY,
+                       applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
+            )
+            version = int(await db.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
+            for number, statements in split_migrations(text):
+                if number <= version:
+                    continue
+                for statement in statements:
+                    await db.execute(statement)
+                await db.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
+                version = number
+        self._migrated = True
+        return version
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers."""
+        await self._fetch("SELECT 1")

@@ -1,0 +1,164 @@
+"""SQLite connections: WAL, one serialised writer connection, separate readers (SPEC §8).
+
+The queries live in `sqlite.py`; this module only opens, migrates and hands out
+connections, the way quart-db's aiosqlite backend does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+import aiosqlite
+
+from . import StoreUnavailable
+from .migrations import split_migrations
+
+BUSY_TIMEOUT_MS = 30_000
+READERS = 2
+
+
+async def execute(db: aiosqlite.Connection, sql: str, params: Mapping[str, Any] = {}) -> int:
+    """Execute one statement to completion and release it; return the rows changed.
+
+    A cursor left open keeps its statement active, and an active statement
+    holds SQLite locks, so every statement here is closed at once.
+    """
+    async with db.execute(sql, params) as cursor:
+        await cursor.fetchall()
+        return cursor.rowcount
+
+
+class SQLiteDatabase:
+    """The connections to one SQLite file: the serialised writer path and the readers."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._writer: aiosqlite.Connection | None = None
+        self._readers: list[aiosqlite.Connection] = []
+        self._next_reader = 0
+        self._write_lock = asyncio.Lock()
+        self._open_lock = asyncio.Lock()
+
+    async def _connect(self) -> aiosqlite.Connection:
+        connection = aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            db = await connection
+        except sqlite3.Error:
+            # On a failed connect aiosqlite stops its thread without waiting, and the thread
+            # later calls back into this loop, which may be closed by then: wait for it here.
+            await asyncio.to_thread(connection._thread.join, 5.0)
+            raise
+        db.row_factory = sqlite3.Row
+        await execute(db, f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await execute(db, "PRAGMA foreign_keys = ON")
+        # FULL: a commit is on disk before the response says so (SPEC §8).
+        await execute(db, "PRAGMA synchronous = FULL")
+        return db
+
+    async def open(self) -> None:
+        """Connect and migrate once per process; later calls are no-ops."""
+        async with self._open_lock:
+            if self._writer is not None:
+                return
+            try:
+                writer = await self._connect()
+                await execute(writer, "PRAGMA journal_mode = WAL")
+                self._readers = [await self._connect() for _ in range(READERS)]
+                self._writer = writer
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(str(exc)) from exc
+            await self.migrate()
+
+    async def close(self) -> None:
+        """Close every connection."""
+        for db in [self._writer, *self._readers]:
+            if db is not None:
+                await db.close()
+        self._writer, self._readers = None, []
+
+    async def _writer_db(self) -> aiosqlite.Connection:
+        """The writer connection, opening the store on first use."""
+        if self._writer is None:
+            await self.open()
+        if self._writer is None:  # closed again while it opened
+            raise StoreUnavailable("the database is closed")
+        return self._writer
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The one writer path: a process-wide lock, then BEGIN IMMEDIATE across processes."""
+        db = await self._writer_db()
+        async with self._write_lock:
+            try:
+                await execute(db, "BEGIN IMMEDIATE")
+            except BaseException as exc:
+                # A request cancelled mid-await (its client hung up) does not stop the BEGIN
+                # queued on aiosqlite's thread: without this rollback (queued behind it) the
+                # transaction stays open and every later write fails "within a transaction".
+                await db.rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreUnavailable(str(exc)) from exc
+                raise
+            try:
+                yield db
+            except BaseException:
+                await db.rollback()
+                raise
+            try:
+                await db.commit()
+            except sqlite3.Error as exc:
+                await db.rollback()
+                raise StoreUnavailable(str(exc)) from exc
+
+    async def _write_one(self, sql: str, params: Mapping[str, Any] | tuple[Any, ...]) -> None:
+        """One write statement as its own transaction, in one trip to the writer's thread.
+
+        SQLite runs a lone write statement in autocommit mode as BEGIN IMMEDIATE would (the
+        write lock is taken before it reads, waiting out the busy timeout), so the lock
+        between workers is held for that one trip, not across several turns of a busy event
+        loop: under load that made the once-a-minute last_seen write take seconds.
+        """
+        db = await self._writer_db()
+        async with self._write_lock:
+            try:
+                await db.execute_fetchall(sql, params)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(str(exc)) from exc
+
+    async def _read(
+        self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] = ()
+    ) -> list[sqlite3.Row]:
+        if not self._readers:
+            await self.open()
+        self._next_reader = (self._next_reader + 1) % len(self._readers)
+        try:
+            # One trip to the connection's thread (execute + fetchall there), not three; the
+            # statement is exhausted, so it holds no read snapshot afterwards.
+            return list(await self._readers[self._next_reader].execute_fetchall(sql, params))
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def migrate(self) -> int:
+        """Run the schema's migrations past `PRAGMA user_version`; return the new version."""
+        text = resources.files("quart_auth_app").joinpath("sql/sqlite.sql").read_text()
+        async with self._write() as db:
+            async with db.execute("PRAGMA user_version") as cursor:
+                row = await cursor.fetchone()
+            version = int(row[0]) if row else 0
+            for number, statements in split_migrations(text):
+                if number <= version:
+                    continue
+                for statement in statements:
+                    await execute(db, statement)
+                version = number
+                await execute(db, f"PRAGMA user_version = {number}")
+        return version
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers."""
+        await self._read("SELECT 1")

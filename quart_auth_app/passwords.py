@@ -43,19 +43,16 @@ def _check(password: str, password_hash: str) -> bool:
 
 
 def _below_the_loop() -> None:
-    """Run this pool thread below the event loop (Linux: per thread): SCHED_IDLE, and niced.
+    """Run this pool thread at a lower CPU priority than the event loop (Linux: per thread).
 
-    A sign-in storm then uses every idle cycle, but a page request takes the core back
-    the moment it arrives (SCHED_IDLE threads yield on wakeup; nice alone let the loop
-    wait behind bcrypt for milliseconds), so pages stay prompt during storms (SPEC §6,
-    bench scenario 3). The price: while page requests keep both cores fully busy,
-    sign-ins wait for them.
+    A sign-in storm then uses every idle cycle, but page requests win the core when
+    they need it, so they keep being served promptly (SPEC §6). Niced, not SCHED_IDLE:
+    SCHED_IDLE kept pages a little quicker during storms, but while pages kept both
+    cores busy a sign-in took 8-13 s instead of 2.8 s (docs/PERFORMANCE.md).
     """
     with contextlib.suppress(OSError, AttributeError):  # not Linux, or not allowed: no change
         nice = min(19, os.getpriority(os.PRIO_PROCESS, 0) + BCRYPT_NICE)
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-    with contextlib.suppress(OSError, AttributeError):
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: this thread
 
 
 class Hasher:

@@ -39,10 +39,18 @@ class Throttle:
     def _window(self) -> tuple[float, float]:
         return time.time(), float(current_app.config["THROTTLE_WINDOW"])
 
+    async def _refuse_if_over(self, key: str, limit: int) -> None:
+        """429 when `key` has used its limit; only a read, so refused floods write nothing."""
+        now, window = self._window()
+        state = await self.store.select_throttle(key, now, window)
+        if state is not None and state[0] >= limit:
+            raise _too_many(state[1] + window - now)
+
     async def _reserve(self, key: str, limit: int) -> None:
         """Count an attempt before judging it, so concurrent attempts cannot overshoot the limit.
 
-        A refused attempt is not counted: it tried nothing.
+        Callers read first (`_refuse_if_over`); an attempt that lost the race for the last
+        place is taken back, since it tried nothing.
         """
         now, window = self._window()
         count, start = await self.store.hit_throttle(key, now, window)
@@ -67,11 +75,15 @@ class Throttle:
         if not self._on():
             return
         config = current_app.config
-        await self._reserve(self._address_key(), int(config["THROTTLE_ADDRESS_FAILURES"]))
+        address = (self._address_key(), int(config["THROTTLE_ADDRESS_FAILURES"]))
+        account = (self._account_key(email), int(config["THROTTLE_ACCOUNT_FAILURES"]))
+        for key, limit in (address, account):
+            await self._refuse_if_over(key, limit)
+        await self._reserve(*address)
         try:
-            await self._reserve(self._account_key(email), int(config["THROTTLE_ACCOUNT_FAILURES"]))
+            await self._reserve(*account)
         except AppError:
-            await self.store.forgive_throttle(self._address_key())
+            await self.store.forgive_throttle(address[0])
             raise
 
     async def signin_succeeded(self, email: str) -> None:
@@ -87,5 +99,7 @@ class Throttle:
         probing for who has an account.
         """
         if self._on():
+            key = f"signup:{client_address()}"
             limit = int(current_app.config["THROTTLE_SIGNUPS_PER_ADDRESS"])
-            await self._reserve(f"signup:{client_address()}", limit)
+            await self._refuse_if_over(key, limit)
+            await self._reserve(key, limit)

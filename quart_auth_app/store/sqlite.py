@@ -253,9 +253,9 @@ class SQLiteStore(SQLiteDatabase):
 
     async def forgive_throttle(self, key: str) -> None:
         """Take one attempt back from `key`'s count."""
-        async with self._write() as db:
-            sql = "UPDATE throttle SET count = count - 1 WHERE key = :key AND count > 0"
-            await execute(db, sql, {"key": key})
+        await self._write_one(
+            "UPDATE throttle SET count = count - 1 WHERE key = :key AND count > 0", {"key": key}
+        )
 
     async def delete_stale_throttle(self, cutoff: float) -> int:
         async with self._write() as db:

@@ -65,7 +65,7 @@ class Touches:
                 await self.store.touch_sessions(list(batch), min(batch.values()))
 
     async def _write_forever(self) -> None:
-        while not self._stopping:
+        while not self._stopping or self._pending:  # at stop, also what came in mid-write
             await self._wake.wait()
             self._wake.clear()
             try:

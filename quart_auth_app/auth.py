@@ -9,20 +9,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from functools import wraps
+from functools import partial, wraps
 from typing import Any, ParamSpec, TypeVar, cast
 from urllib.parse import quote
 
-from quart import current_app, redirect, request, session, url_for
+from quart import after_this_request, current_app, redirect, request, session, url_for
 
+from .devices import set_device_cookie
 from .errors import AppError, from_status, invalid_input
-from .passwords import Hasher
+from .passwords import Hasher, weakness
 from .sessions import ServerSession, client_meta, expiry
 from .store import SessionRecord, Store, User
 from .throttle import Throttle
 from .validation import (
     ValidationFailed,
-    check_new_password,
     check_password_length,
     check_registration,
     normalise_email,
@@ -92,6 +92,12 @@ async def register(data: Mapping[str, Any]) -> User:
     return user
 
 
+async def password_weakness(password: str, user_inputs: list[str]) -> str | None:
+    """Why `password` is too easy to guess, or None (zxcvbn, off the event loop)."""
+    min_score = int(current_app.config["PASSWORD_MIN_SCORE"])
+    return await asyncio.to_thread(weakness, password, user_inputs, min_score)
+
+
 def _taken() -> AppError:
     return AppError(
         409,
@@ -119,17 +125,23 @@ def read_credentials(data: Mapping[str, Any]) -> tuple[str, str]:
 
 
 async def authenticate(email: str, password: str) -> User:
-    """The user these credentials belong to, or 401; known and unknown emails cost the same."""
-    await throttle().check_signin(email)
+    """The user these credentials belong to, or 401.
+
+    Known and unknown emails run the same steps at the same cost (SPEC §7): one read,
+    one throttle transaction (which also records the failure event for a known account),
+    one bcrypt run. The user's credential epoch is read here, before bcrypt: a session
+    started from it is dead if the password changes meanwhile (SPEC §5).
+    """
     user = await store().select_user_by_email(email)
+    attempt = await throttle().check_signin(email, user, "sign-in failed")
     ok = await hasher().check(password, user.password_hash if user else None)
     if user is None or not ok:
-        if user is not None:
-            await record_event(user, "sign-in failed")
         raise AppError(401, "invalid_credentials", INVALID_CREDENTIALS)
-    await throttle().signin_succeeded(email)
+    await throttle().succeeded(attempt)
+    after_this_request(partial(set_device_cookie, user_id=user.id))
     if hasher().needs_rehash(user.password_hash):
-        await store().update_user_password(user.id, await hasher().hash(password))
+        new_hash = await hasher().hash(password)
+        await store().rehash_user_password(user.id, user.password_hash, new_hash)
     return user
 
 
@@ -153,29 +165,40 @@ async def logout_user() -> None:
 
 
 async def change_password(user: User, data: Mapping[str, Any]) -> None:
-    """Check the current password, store the new one, end every other session, rotate this one."""
+    """Check the current password, store the new one, end every other session, rotate this one.
+
+    The new hash, the new credential epoch and the end of the other sessions are one
+    transaction: no failure leaves the new password stored with old sessions alive.
+    """
     current_password = text(data, "current_password")
     new_password = text(data, "new_password")
-    problem = await asyncio.to_thread(
-        check_new_password, new_password, current_app.config, [user.email, user.name]
+    config = current_app.config
+    problem = check_password_length(
+        new_password, config["PASSWORD_MIN_LENGTH"], config["PASSWORD_MAX_LENGTH"]
     )
     if problem:
         raise invalid_input({"new_password": problem})
-    await throttle().check_signin(user.email)
+    attempt = await throttle().check_signin(user.email, user, "password change failed")
     if not await hasher().check(current_password, user.password_hash):
-        await record_event(user, "password change failed")
         raise AppError(
             403,
             "wrong_password",
             "The current password is not right.",
             {"current_password": "The current password is not right."},
         )
-    await throttle().signin_succeeded(user.email)
-    await store().update_user_password(user.id, await hasher().hash(new_password))
+    await throttle().succeeded(attempt)
+    problem = await password_weakness(new_password, [user.email, user.name])
+    if problem:
+        raise invalid_input({"new_password": problem})
     current = server_session()
-    await store().delete_sessions_of_user(user.id, except_hash=current.token_hash)
-    current.login_as = (user, current.record.remember if current.record else False)
-    await record_event(user, "password changed")
+    changed = await store().change_user_password(
+        user.id, await hasher().hash(new_password), current.token_hash
+    )
+    if changed is None:  # the account was deleted meanwhile
+        raise from_status(401)
+    current.login_as = (changed, current.record.remember if current.record else False)
+    current.user = changed
+    await record_event(changed, "password changed")
 
 
 async def list_sessions(user: User) -> list[SessionRecord]:
@@ -193,7 +216,8 @@ async def revoke_session(user: User, session_id: str) -> None:
 async def revoke_other_sessions(user: User) -> int:
     """End every session of the user but this one; return how many ended."""
     count = await store().delete_sessions_of_user(user.id, except_hash=server_session().token_hash)
-    await record_event(user, "other sessions revoked")
+    if count:  # revoking nothing writes nothing (SPEC §7)
+        await record_event(user, "other sessions revoked")
     return count
 
 

@@ -24,8 +24,14 @@ DEFAULTS: dict[str, Any] = {
     "THROTTLE_ADDRESS_FAILURES": 100,
     "THROTTLE_SIGNUPS_PER_ADDRESS": 20,
     "THROTTLE_WINDOW": 900,
+    "THROTTLE_DEVICE_FAILURES": 10,  # failed sign-ins from one known browser (device cookie)
+    "DEVICE_COOKIE_NAME": "device",
+    "DEVICE_COOKIE_LIFETIME": 31536000,  # a year: the browser stays known to the account
+    "EVENT_RETENTION": 31536000,  # seconds security events are kept
     "TRUSTED_PROXY_HOPS": 0,  # how many reverse proxies set X-Forwarded-For
     "MAX_CONTENT_LENGTH": 65536,
+    "MAX_FORM_PARTS": 32,  # fields per form body (413 past it); Quart's default is 1,000
+    "MAX_FORM_MEMORY_SIZE": 16384,  # bytes per multipart field (413 past it)
     "PASSWORD_MIN_LENGTH": 8,
     "PASSWORD_MAX_LENGTH": 1024,
     "PASSWORD_MIN_SCORE": 2,  # zxcvbn score 0-4

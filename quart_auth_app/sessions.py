@@ -11,6 +11,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from quart import request
@@ -27,8 +28,10 @@ log = logging.getLogger(__name__)
 
 TOKEN_BYTES = 32  # 256 bits from `secrets`
 MAX_COOKIE_LENGTH = 128
+MAX_AGENT_LENGTH = 512
 TOUCH_EVERY_MAX = 60.0  # last_seen is refreshed at least this often (seconds)...
 TOUCH_FRACTION = 0.1  # ...and at least every tenth of the idle timeout
+PURGE_BATCH = 1000  # rows per purge transaction: a few ms of write lock each
 
 
 def hash_token(token: str) -> bytes:
@@ -77,8 +80,8 @@ class ServerSession(dict[str, Any], SessionMixin):
 
 def client_meta() -> tuple[str, str]:
     """The current request's user agent (printable, bounded) and client address."""
-    agent = request.headers.get("User-Agent", "")
-    agent = "".join(ch for ch in agent if ch.isprintable())[:512]
+    agent = request.headers.get("User-Agent", "")[:MAX_AGENT_LENGTH]  # bounded before any work
+    agent = "".join(ch for ch in agent if ch.isprintable())
     return agent, (request.remote_addr or "")[:64]
 
 
@@ -122,6 +125,8 @@ class ServerSessionInterface(SessionInterface):
     def _alive(app: Quart, record: SessionRecord, now: float) -> bool:
         if record.expires_at <= now:
             return False
+        if record.user is not None and record.user.epoch != record.epoch:
+            return False  # made before the user's credentials last changed (SPEC §5)
         idle = float(app.config["SESSION_IDLE_TIMEOUT"])
         return record.remember or record.last_seen > now - idle
 
@@ -170,6 +175,7 @@ class ServerSessionInterface(SessionInterface):
             expires_at=now + float(lifetime),
             user_agent=agent,
             ip=ip,
+            epoch=user.epoch if user else 0,
         )
         await self.store.replace_session(session.token_hash, record)
         session.record, session.user, session.ended = record, user, False
@@ -206,8 +212,24 @@ class ServerSessionInterface(SessionInterface):
 
 
 async def purge_expired(config: Any, store: Store) -> int:
-    """Delete expired sessions and stale throttle counters; return the sessions deleted."""
+    """Delete expired sessions, stale throttle counters and old events; return the sessions.
+
+    In batches of PURGE_BATCH rows, each its own short transaction, so a large backlog
+    never holds the write lock for long (SPEC §8).
+    """
     now = time.time()
-    deleted = await store.delete_expired_sessions(expiry(config, now))
-    await store.delete_stale_throttle(now - float(config["THROTTLE_WINDOW"]))
+    deleted = await _in_batches(lambda n: store.delete_expired_sessions(expiry(config, now), n))
+    window_cutoff = now - float(config["THROTTLE_WINDOW"])
+    await _in_batches(lambda n: store.delete_stale_throttle(window_cutoff, n))
+    events_cutoff = now - float(config["EVENT_RETENTION"])
+    await _in_batches(lambda n: store.delete_old_events(events_cutoff, n))
     return deleted
+
+
+async def _in_batches(delete: Callable[[int], Awaitable[int]]) -> int:
+    total = 0
+    while True:
+        count = await delete(PURGE_BATCH)
+        total += count
+        if count < PURGE_BATCH:
+            return total

@@ -40,6 +40,9 @@ async def create_user(
 async def login_session(app: Quart, user: User, remember: bool = False) -> str:
     """Store a real session for `user` and return its cookie token."""
     store: Store = app.extensions["auth_store"]
+    current = await store.select_user_by_id(user.id)  # its epoch now, not when `user` was read
+    if current is None:
+        raise ValueError(f"user {user.id} does not exist")
     token, token_hash = new_token()
     now = time.time()
     lifetime = app.config["REMEMBER_LIFETIME" if remember else "SESSION_LIFETIME"]
@@ -55,6 +58,7 @@ async def login_session(app: Quart, user: User, remember: bool = False) -> str:
             expires_at=now + float(lifetime),
             user_agent="test client",
             ip="127.0.0.1",
+            epoch=current.epoch,
         )
     )
     return token

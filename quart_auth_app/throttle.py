@@ -1,20 +1,46 @@
-"""Failed sign-in and sign-up limits, counted in the database so every worker agrees (SPEC §7)."""
+"""Failed sign-in and sign-up limits, counted in the database so every worker agrees (SPEC §7).
+
+Keys are HMACs of what they count (an email as typed, a network, a device), never the
+plaintext: people type passwords into the email field. IPv6 clients are counted per /64,
+the smallest network one subscriber usually gets. A browser with a device cookie for
+the account (`devices.py`) is counted on its own, so the owner survives a lockout.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
 import math
 import time
+from dataclasses import dataclass
 
 from quart import current_app, request
 
+from .devices import derive_key, device_nonce
 from .errors import AppError
-from .store import Store
+from .sessions import client_meta
+from .store import FailureEvent, Store, User
 from .timefmt import duration
 
 
 def client_address() -> str:
     """The client's address: the socket's, or what a configured trusted proxy reported."""
     return request.remote_addr or "unknown"
+
+
+def client_network() -> str:
+    """What one client is counted as: its IPv4 address, or its IPv6 /64 network."""
+    address = client_address()
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def _too_many(retry_after: float) -> AppError:
@@ -27,79 +53,88 @@ def _too_many(retry_after: float) -> AppError:
     )
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """A counted sign-in attempt: what to forgive if it succeeds."""
+
+    clear: tuple[str, ...] = ()
+    forgive: tuple[str, ...] = ()
+    event_id: int | None = None
+
+
 class Throttle:
-    """Fixed-window counters keyed by account and by address."""
+    """Fixed-window counters keyed by account, by device and by network."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
+    @staticmethod
+    def key(kind: str, value: str) -> str:
+        """The stored key for `value`: an HMAC under the app's secret, never the plaintext."""
+        mac = hmac.new(derive_key("throttle"), f"{kind}:{value}".encode(), hashlib.sha256)
+        return f"{kind}:{mac.hexdigest()[:32]}"
+
     def _on(self) -> bool:
         return bool(current_app.config["THROTTLE_ENABLED"])
 
-    def _window(self) -> tuple[float, float]:
-        return time.time(), float(current_app.config["THROTTLE_WINDOW"])
+    async def _count(
+        self, limits: dict[str, int], failure: FailureEvent | None = None
+    ) -> int | None:
+        """Count one attempt against every key (all or none), or raise 429.
 
-    async def _refuse_if_over(self, key: str, limit: int) -> None:
-        """429 when `key` has used its limit; only a read, so refused floods write nothing."""
-        now, window = self._window()
-        state = await self.store.select_throttle(key, now, window)
-        if state is not None and state[0] >= limit:
-            raise _too_many(state[1] + window - now)
-
-    async def _reserve(self, key: str, limit: int) -> None:
-        """Count an attempt before judging it, so concurrent attempts cannot overshoot the limit.
-
-        Callers read first (`_refuse_if_over`); an attempt that lost the race for the last
-        place is taken back, since it tried nothing.
+        The counts are read first, so a refused flood only reads; the write then counts
+        the attempt before it runs, so concurrent attempts cannot overshoot a limit.
+        Returns the provisional failure event's id, if one was recorded.
         """
-        now, window = self._window()
-        count, start = await self.store.hit_throttle(key, now, window)
-        if count > limit:
-            await self.store.forgive_throttle(key)
-            raise _too_many(start + window - now)
+        now, window = time.time(), float(current_app.config["THROTTLE_WINDOW"])
+        for key, limit in limits.items():
+            state = await self.store.select_throttle(key, now, window)
+            if state is not None and state[0] >= limit:
+                raise _too_many(state[1] + window - now)
+        admission = await self.store.hit_throttles(limits, now, window, failure)
+        if admission.retry_after is not None:
+            raise _too_many(admission.retry_after)
+        return admission.event_id
 
-    @staticmethod
-    def _account_key(email: str) -> str:
-        return f"account:{email}"
+    async def check_signin(self, email: str, user: User | None, event_kind: str) -> Attempt:
+        """Count a password attempt for `email` before bcrypt runs; 429 when over a limit.
 
-    @staticmethod
-    def _address_key() -> str:
-        return f"address:{client_address()}"
-
-    async def check_signin(self, email: str) -> None:
-        """Raise 429 when this address or this account has failed too often lately.
-
-        The attempt is counted against both here, before bcrypt runs, and forgiven by
-        `signin_succeeded`: whatever the concurrency, no more than the limit of guesses run.
+        From a browser with a valid device cookie for the account, the attempt counts
+        against that device alone; otherwise against the network and the account. A
+        provisional `event_kind` event is written for a known account in the same
+        transaction (and dropped by `succeeded`), so known and unknown emails cost the same.
         """
-        if not self._on():
-            return
         config = current_app.config
-        address = (self._address_key(), int(config["THROTTLE_ADDRESS_FAILURES"]))
-        account = (self._account_key(email), int(config["THROTTLE_ACCOUNT_FAILURES"]))
-        for key, limit in (address, account):
-            await self._refuse_if_over(key, limit)
-        await self._reserve(*address)
-        try:
-            await self._reserve(*account)
-        except AppError:
-            await self.store.forgive_throttle(address[0])
-            raise
+        agent, ip = client_meta()
+        failure = FailureEvent(email, event_kind, ip, agent)
+        if not self._on():
+            return Attempt(event_id=await self._count({}, failure))
+        nonce = device_nonce(user.id) if user is not None else None
+        if nonce is not None:
+            device = self.key("device", nonce)
+            limits = {device: int(config["THROTTLE_DEVICE_FAILURES"])}
+            event_id = await self._count(limits, failure)
+            return Attempt(clear=(device,), event_id=event_id)
+        network = self.key("network", client_network())
+        account = self.key("account", email)
+        limits = {
+            network: int(config["THROTTLE_ADDRESS_FAILURES"]),
+            account: int(config["THROTTLE_ACCOUNT_FAILURES"]),
+        }
+        event_id = await self._count(limits, failure)
+        return Attempt(clear=(account,), forgive=(network,), event_id=event_id)
 
-    async def signin_succeeded(self, email: str) -> None:
-        """Forget the account's failures and forgive this attempt to the address."""
-        if self._on():
-            await self.store.clear_throttle(self._account_key(email))
-            await self.store.forgive_throttle(self._address_key())
+    async def succeeded(self, attempt: Attempt) -> None:
+        """The attempt was right: forget its failures and drop its provisional event."""
+        if attempt.clear or attempt.forgive or attempt.event_id is not None:
+            await self.store.settle_throttles(attempt.clear, attempt.forgive, attempt.event_id)
 
     async def check_signup(self) -> None:
-        """Count a sign-up attempt against the address; 429 past the limit.
+        """Count a sign-up attempt against the network; 429 past the limit.
 
         Attempts for an email that is already taken count too, which also limits
         probing for who has an account.
         """
         if self._on():
-            key = f"signup:{client_address()}"
-            limit = int(current_app.config["THROTTLE_SIGNUPS_PER_ADDRESS"])
-            await self._refuse_if_over(key, limit)
-            await self._reserve(key, limit)
+            key = self.key("signup", client_network())
+            await self._count({key: int(current_app.config["THROTTLE_SIGNUPS_PER_ADDRESS"])})

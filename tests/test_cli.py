@@ -21,8 +21,10 @@ from quart import Quart
 
 from quart_auth_app import create_app
 from quart_auth_app.passwords import Hasher
+from quart_auth_app.store.migrations import split_migrations
 
 ROOT = Path(__file__).resolve().parent.parent
+LATEST = max(n for n, _ in split_migrations((ROOT / "quart_auth_app/sql/sqlite.sql").read_text()))
 
 
 @pytest.fixture
@@ -46,9 +48,9 @@ def password_matches(password: str, password_hash: str) -> bool:
 def test_init_db_is_idempotent(cli_app: Quart) -> None:
     first = invoke(cli_app, "init-db")
     assert first.exit_code == 0, first.output
-    assert "schema version 1" in first.output
+    assert f"schema version {LATEST}" in first.output
     second = invoke(cli_app, "init-db")
-    assert second.exit_code == 0 and "schema version 1" in second.output
+    assert second.exit_code == 0 and f"schema version {LATEST}" in second.output
     assert rows(cli_app, "SELECT count(*) FROM users") == [(0,)]
 
 
@@ -165,7 +167,7 @@ def test_quart_cli_with_database_from_environment(config: dict[str, Any], tmp_pa
 
     init = run("init-db")
     assert init.returncode == 0, init.stderr
-    assert "schema version 1" in init.stdout
+    assert f"schema version {LATEST}" in init.stdout
     created = run("create-user", "ops@example.com", "--name", "Ops", stdin=PASSWORD + "\n")
     assert created.returncode == 0, created.stderr
     purged = run("purge-sessions")

@@ -93,7 +93,8 @@ async def test_stored_hash_cannot_be_replayed_as_cookie(
 async def test_sign_in_rotates_an_anonymous_session(
     app: Quart, client: QuartClient, user: User
 ) -> None:
-    # An anonymous visitor who stores something (here a flash) has a session row.
+    # An anonymous visitor who stores something (the flash after signing out) has a row.
+    await sign_in(client, user)
     response = await client.post("/logout")
     before = token_of(response)
     assert rows(app, "SELECT user_id FROM sessions") == [(None,)]
@@ -379,9 +380,11 @@ async def test_host_prefixed_cookie_name(config: dict[str, Any]) -> None:
         response = await client.post(
             "/login", form={"email": user.email, "password": PASSWORD}, scheme="https"
         )
-        (header,) = response.headers.getlist("Set-Cookie")
-        assert header.startswith("__Host-session=")
+        cookies = response.headers.getlist("Set-Cookie")
+        (header,) = [h for h in cookies if h.startswith("__Host-session=")]
         assert "; Secure" in header and "; Path=/" in header and "Domain" not in header
+        (device,) = [h for h in cookies if h != header]
+        assert device.startswith("device=") and "; Secure" in device and "; HttpOnly" in device
         me = await client.get("/api/me", scheme="https")
         assert me.status_code == 200
 

@@ -15,7 +15,7 @@ from dbrows import rows
 from quart import Quart
 
 from quart_auth_app.sessions import expiry
-from quart_auth_app.store import SessionRecord, Store
+from quart_auth_app.store import Admission, FailureEvent, SessionRecord, Store
 from quart_auth_app.store.migrations import split_migrations
 from quart_auth_app.store.sqlite import SQLiteStore
 
@@ -213,15 +213,75 @@ async def test_sessions_of_user_listing_and_revocation(app: Quart, store: Store)
 
 
 async def test_throttle_counts_in_fixed_windows(store: Store) -> None:
-    assert await store.hit_throttle("k", 1000.0, 60) == (1, 1000.0)
-    assert await store.hit_throttle("k", 1010.0, 60) == (2, 1000.0)
+    big = {"k": 100}
+    assert await store.hit_throttles(big, 1000.0, 60) == Admission(None)
+    await store.hit_throttles(big, 1010.0, 60)
     assert await store.select_throttle("k", 1020.0, 60) == (2, 1000.0)
     assert await store.select_throttle("k", 1061.0, 60) is None  # window closed
-    assert await store.hit_throttle("k", 1061.0, 60) == (1, 1061.0)  # and restarts
-    await store.clear_throttle("k")
+    await store.hit_throttles(big, 1061.0, 60)  # and restarts
+    assert await store.select_throttle("k", 1061.0, 60) == (1, 1061.0)
+    await store.settle_throttles(["k"], [], None)
     assert await store.select_throttle("k", 1062.0, 60) is None
-    await store.hit_throttle("old", 1.0, 60)
-    assert await store.delete_stale_throttle(500.0) == 1
+    await store.hit_throttles({"old": 9}, 1.0, 60)
+    assert await store.delete_stale_throttle(500.0, 1000) == 1
+
+
+async def test_throttle_hits_are_all_or_nothing(store: Store) -> None:
+    await store.hit_throttles({"full": 1}, 1000.0, 60)
+    admission = await store.hit_throttles({"free": 5, "full": 1}, 1010.0, 60)
+    assert admission.retry_after == pytest.approx(50.0)
+    assert await store.select_throttle("full", 1010.0, 60) == (1, 1000.0)
+    assert await store.select_throttle("free", 1010.0, 60) is None  # rolled back too
+
+
+async def test_failure_event_is_provisional_and_same_for_unknown(store: Store) -> None:
+    user = await store.insert_user("ada@example.com", "Ada", "hash", 1.0)
+    assert user is not None
+    known = FailureEvent("ada@example.com", "sign-in failed", "10.0.0.1", "agent")
+    unknown = FailureEvent("ghost@example.com", "sign-in failed", "10.0.0.1", "agent")
+    first = await store.hit_throttles({"a": 9}, 100.0, 60, known)
+    assert first.retry_after is None and first.event_id is not None
+    assert await store.hit_throttles({"b": 9}, 100.0, 60, unknown) == Admission(None, None)
+    second = await store.hit_throttles({"a": 9}, 101.0, 60, known)
+    await store.settle_throttles([], ["a"], second.event_id)  # the second one succeeded
+    assert [e.kind for e in await store.select_events_of_user(user.id, 10)] == ["sign-in failed"]
+    assert await store.select_throttle("a", 101.0, 60) == (1, 100.0)
+
+
+async def test_password_change_moves_the_epoch_and_ends_other_sessions(app: Quart) -> None:
+    store: Store = app.extensions["auth_store"]
+    user = await store.insert_user("ada@example.com", "Ada", "old", 1.0)
+    assert user is not None
+    await store.insert_session(_record("kept", user.id))
+    await store.insert_session(_record("other", user.id))
+    kept = _record("kept", user.id).token_hash
+    changed = await store.change_user_password(user.id, "new", kept)
+    assert changed is not None
+    assert (changed.password_hash, changed.epoch) == ("new", user.epoch + 1)
+    record = await store.select_session_by_hash(kept)
+    assert record is not None and record.epoch == changed.epoch
+    assert [r[0] for r in rows(app, "SELECT id FROM sessions")] == ["kept"]
+    assert await store.change_user_password(9999, "x", None) is None
+
+
+async def test_rehash_never_overwrites_a_changed_password(store: Store) -> None:
+    user = await store.insert_user("ada@example.com", "Ada", "old-cost", 1.0)
+    assert user is not None
+    await store.change_user_password(user.id, "new-password", None)
+    assert not await store.rehash_user_password(user.id, "old-cost", "old-password-new-cost")
+    fresh = await store.select_user_by_id(user.id)
+    assert fresh is not None and fresh.password_hash == "new-password"
+
+
+async def test_purges_delete_in_bounded_batches(store: Store) -> None:
+    user = await store.insert_user("ada@example.com", "Ada", "hash", 1.0)
+    assert user is not None
+    for i in range(5):
+        await store.insert_event(user.id, "sign-in", "10.0.0.1", "agent", 10.0 + i)
+    await store.insert_event(user.id, "sign-in", "10.0.0.1", "agent", 1000.0)
+    assert await store.delete_old_events(100.0, 3) == 3
+    assert await store.delete_old_events(100.0, 3) == 2
+    assert [e.created_at for e in await store.select_events_of_user(user.id, 9)] == [1000.0]
 
 
 async def test_events_newest_first_and_limited(store: Store) -> None:

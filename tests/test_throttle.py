@@ -18,14 +18,22 @@ from quart_auth_app import create_app
 from quart_auth_app.sessions import expiry, purge_expired
 from quart_auth_app.store import Store, User
 from quart_auth_app.testing import authenticated_client, create_user
+from quart_auth_app.throttle import Throttle
 
 ACCOUNT_LIMIT = 3
 ADDRESS_LIMIT = 8
 SIGNUP_LIMIT = 2
+DEVICE_LIMIT = 4
 WINDOW = 60
 ATTACKER = "203.0.113.7"
 NEIGHBOUR = "203.0.113.8"
 GHOST = "ghost@example.com"  # no such account
+
+
+async def tkey(app: Quart, kind: str, value: str) -> str:
+    """The stored throttle key for `value` (an HMAC, never the plaintext)."""
+    async with app.app_context():
+        return Throttle.key(kind, value)
 
 
 @pytest.fixture
@@ -36,6 +44,7 @@ def config(config: dict[str, Any]) -> dict[str, Any]:
         "THROTTLE_ADDRESS_FAILURES": ADDRESS_LIMIT,
         "THROTTLE_SIGNUPS_PER_ADDRESS": SIGNUP_LIMIT,
         "THROTTLE_WINDOW": WINDOW,
+        "THROTTLE_DEVICE_FAILURES": DEVICE_LIMIT,
     }
 
 
@@ -94,7 +103,9 @@ async def test_account_locks_at_the_configured_count(
         assert (await locked.get_json())["error"] == "too_many_attempts"
     else:
         assert "Too many attempts" in await locked.get_data(as_text=True)
-    state = await store(app).select_throttle(f"account:{user.email}", time.time(), WINDOW)
+    state = await store(app).select_throttle(
+        await tkey(app, "account", user.email), time.time(), WINDOW
+    )
     assert state is not None and state[0] >= ACCOUNT_LIMIT
     assert await store(app).count_sessions() == 0
 
@@ -124,13 +135,16 @@ async def test_unknown_accounts_are_throttled_the_same_way(
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_success_resets_the_account_count(client: QuartClient, user: User, kind: str) -> None:
+async def test_success_resets_the_account_count(
+    app: Quart, client: QuartClient, user: User, kind: str
+) -> None:
     for _ in range(ACCOUNT_LIMIT - 1):
         assert (await sign_in(client, kind, user.email, "wrong password")).status_code == 401
     assert (await sign_in(client, kind, user.email, PASSWORD)).status_code in (200, 303)
-    for _ in range(ACCOUNT_LIMIT):  # a full allowance again
-        assert (await sign_in(client, kind, user.email, "wrong password")).status_code == 401
-    assert_throttled(await sign_in(client, kind, user.email, "wrong password"))
+    other = app.test_client()  # no device cookie: the account's allowance, full again
+    for _ in range(ACCOUNT_LIMIT):
+        assert (await sign_in(other, kind, user.email, "wrong password")).status_code == 401
+    assert_throttled(await sign_in(other, kind, user.email, "wrong password"))
 
 
 async def test_emails_differing_in_case_share_one_count(client: QuartClient, user: User) -> None:
@@ -152,7 +166,12 @@ async def test_lockout_expires(user: User, config: dict[str, Any]) -> None:
         await sign_in(quick, "api", GHOST, "wrong password")
         await asyncio.sleep(1.2)
         await purge_expired(short.config, store(short))
-        assert await store(short).select_throttle(f"account:{GHOST}", time.time(), 1e9) is None
+        assert (
+            await store(short).select_throttle(
+                await tkey(short, "account", GHOST), time.time(), 1e9
+            )
+            is None
+        )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -321,7 +340,8 @@ async def test_disabled_throttle_never_refuses(
         for n in range(SIGNUP_LIMIT + 1):
             response = await _register(app.test_client(), kind, f"n{n}@example.com", ATTACKER)
             assert response.status_code in (201, 303)
-        for key in (f"account:{user.email}", f"address:{ATTACKER}", f"signup:{ATTACKER}"):
+        for kind, value in (("account", user.email), ("network", ATTACKER), ("signup", ATTACKER)):
+            key = await tkey(app, kind, value)
             assert await store(app).select_throttle(key, time.time(), 1e9) is None
 
 

@@ -44,3 +44,10 @@ CREATE TABLE events (
     created_at  DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX events_user_id_created_at ON events (user_id, created_at);
+
+-- migration 2
+-- Credential epochs (SPEC §5): a session is alive only while its epoch is its user's.
+ALTER TABLE users ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+-- Events are purged past EVENT_RETENTION (SPEC §8).
+CREATE INDEX events_created_at ON events (created_at);

@@ -23,6 +23,7 @@ class User:
     name: str
     password_hash: str
     created_at: float
+    epoch: int = 0  # moves on at every credential change; older sessions are dead (SPEC §5)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class SessionRecord:
     expires_at: float
     user_agent: str
     ip: str
+    epoch: int = 0  # the user's credential epoch when the session was made
     user: User | None = None
 
 
@@ -46,6 +48,24 @@ class Event:
     ip: str
     user_agent: str
     created_at: float
+
+
+@dataclass(frozen=True)
+class FailureEvent:
+    """A security event to record for the account an email names, if there is one."""
+
+    email: str
+    kind: str
+    ip: str
+    user_agent: str
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What counting an attempt gave: admitted (with its provisional event) or refused."""
+
+    retry_after: float | None  # seconds until the fullest key's window ends; None: admitted
+    event_id: int | None = None  # the provisional failure event, for a known account
 
 
 @dataclass(frozen=True)
@@ -71,7 +91,10 @@ class Store(Protocol):
     ) -> User | None: ...
     async def select_user_by_email(self, email: str) -> User | None: ...
     async def select_user_by_id(self, user_id: int) -> User | None: ...
-    async def update_user_password(self, user_id: int, password_hash: str) -> None: ...
+    async def rehash_user_password(self, user_id: int, old_hash: str, new_hash: str) -> bool: ...
+    async def change_user_password(
+        self, user_id: int, password_hash: str, keep_hash: bytes | None
+    ) -> User | None: ...
 
     async def select_session_by_hash(self, token_hash: bytes) -> SessionRecord | None: ...
     async def insert_session(self, record: SessionRecord) -> None: ...
@@ -88,21 +111,29 @@ class Store(Protocol):
     async def delete_sessions_of_user(
         self, user_id: int, except_hash: bytes | None = None
     ) -> int: ...
-    async def delete_expired_sessions(self, expiry: Expiry) -> int: ...
+    async def delete_expired_sessions(self, expiry: Expiry, limit: int) -> int: ...
     async def count_sessions(self) -> int: ...
 
-    async def hit_throttle(self, key: str, now: float, window: float) -> tuple[int, float]: ...
     async def select_throttle(
         self, key: str, now: float, window: float
     ) -> tuple[int, float] | None: ...
-    async def clear_throttle(self, key: str) -> None: ...
-    async def forgive_throttle(self, key: str) -> None: ...
-    async def delete_stale_throttle(self, cutoff: float) -> int: ...
+    async def hit_throttles(
+        self,
+        limits: Mapping[str, int],
+        now: float,
+        window: float,
+        failure: FailureEvent | None = None,
+    ) -> Admission: ...
+    async def settle_throttles(
+        self, clear: Sequence[str], forgive: Sequence[str], event_id: int | None
+    ) -> None: ...
+    async def delete_stale_throttle(self, cutoff: float, limit: int) -> int: ...
 
     async def insert_event(
         self, user_id: int, kind: str, ip: str, user_agent: str, now: float
     ) -> None: ...
     async def select_events_of_user(self, user_id: int, limit: int) -> list[Event]: ...
+    async def delete_old_events(self, cutoff: float, limit: int) -> int: ...
 
 
 def open_store(config: Mapping[str, Any]) -> Store:

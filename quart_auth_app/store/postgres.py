@@ -13,26 +13,28 @@ from typing import Any
 
 import asyncpg
 
-from . import Event, Expiry, SessionRecord, User
+from . import Admission, Event, Expiry, FailureEvent, SessionRecord, User
 from .postgres_db import PostgresDatabase
 
 SESSION_COLUMNS = """
     s.id, s.token_hash, s.user_id, s.data, s.remember, s.created_at, s.last_seen,
-    s.expires_at, s.user_agent, s.ip,
+    s.expires_at, s.user_agent, s.ip, s.epoch,
     u.email AS u_email, u.name AS u_name, u.password_hash AS u_password_hash,
-    u.created_at AS u_created_at
+    u.created_at AS u_created_at, u.epoch AS u_epoch
 """
-USER_COLUMNS = "id, email, name, password_hash, created_at"
+USER_COLUMNS = "id, email, name, password_hash, created_at, epoch"
 
 INSERT_SESSION = """
     INSERT INTO sessions (id, token_hash, user_id, data, remember, created_at,
-                          last_seen, expires_at, user_agent, ip)
-    VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10)
+                          last_seen, expires_at, user_agent, ip, epoch)
+    VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10, $11)
 """
 
 
 def _user(row: asyncpg.Record) -> User:
-    return User(row["id"], row["email"], row["name"], row["password_hash"], row["created_at"])
+    return User(
+        row["id"], row["email"], row["name"], row["password_hash"], row["created_at"], row["epoch"]
+    )
 
 
 def _session(row: asyncpg.Record) -> SessionRecord:
@@ -44,6 +46,7 @@ def _session(row: asyncpg.Record) -> SessionRecord:
             row["u_name"],
             row["u_password_hash"],
             row["u_created_at"],
+            row["u_epoch"],
         )
     return SessionRecord(
         id=row["id"],
@@ -56,6 +59,7 @@ def _session(row: asyncpg.Record) -> SessionRecord:
         expires_at=row["expires_at"],
         user_agent=row["user_agent"],
         ip=row["ip"],
+        epoch=row["epoch"],
         user=user,
     )
 
@@ -72,7 +76,17 @@ def _session_args(record: SessionRecord) -> tuple[Any, ...]:
         record.expires_at,
         record.user_agent,
         record.ip,
+        record.epoch,
     )
+
+
+HIT_THROTTLE = """
+    INSERT INTO throttle AS t (key, count, window_start) VALUES ($1, 1, $2)
+    ON CONFLICT (key) DO UPDATE SET
+      count = CASE WHEN t.window_start <= $3 THEN 1 ELSE t.count + 1 END,
+      window_start = CASE WHEN t.window_start <= $3 THEN $2 ELSE t.window_start END
+    RETURNING count, window_start
+"""
 
 
 class PostgresStore(PostgresDatabase):
@@ -108,10 +122,40 @@ class PostgresStore(PostgresDatabase):
         rows = await self._fetch(f"SELECT {USER_COLUMNS} FROM users WHERE id = $1", user_id)
         return _user(rows[0]) if rows else None
 
-    async def update_user_password(self, user_id: int, password_hash: str) -> None:
-        await self._execute(
-            "UPDATE users SET password_hash = $1 WHERE id = $2", password_hash, user_id
+    async def rehash_user_password(self, user_id: int, old_hash: str, new_hash: str) -> bool:
+        """Store the same password at a new cost, unless the password changed meanwhile."""
+        changed = await self._execute(
+            "UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3",
+            new_hash,
+            user_id,
+            old_hash,
         )
+        return changed > 0
+
+    async def change_user_password(
+        self, user_id: int, password_hash: str, keep_hash: bytes | None
+    ) -> User | None:
+        """New password and epoch; every session but `keep_hash` ends, that one moves on."""
+        async with self._connection() as db, db.transaction():
+            row = await db.fetchrow(
+                f"""UPDATE users SET password_hash = $1, epoch = epoch + 1 WHERE id = $2
+                    RETURNING {USER_COLUMNS}""",
+                password_hash,
+                user_id,
+            )
+            if row is None:
+                return None
+            user = _user(row)
+            await db.execute(
+                """DELETE FROM sessions WHERE user_id = $1
+                   AND ($2::bytea IS NULL OR token_hash <> $2::bytea)""",
+                user_id,
+                keep_hash,
+            )
+            await db.execute(
+                "UPDATE sessions SET epoch = $1 WHERE token_hash = $2", user.epoch, keep_hash
+            )
+        return user
 
     # sessions
 
@@ -162,7 +206,7 @@ class PostgresStore(PostgresDatabase):
         rows = await self._fetch(
             f"""SELECT {SESSION_COLUMNS} FROM sessions AS s
                 LEFT JOIN users AS u ON u.id = s.user_id
-                WHERE s.user_id = $1 AND s.expires_at > $2
+                WHERE s.user_id = $1 AND s.epoch = u.epoch AND s.expires_at > $2
                   AND (s.remember OR s.last_seen > $3)
                 ORDER BY s.last_seen DESC""",
             user_id,
@@ -187,12 +231,16 @@ class PostgresStore(PostgresDatabase):
             except_hash,
         )
 
-    async def delete_expired_sessions(self, expiry: Expiry) -> int:
+    async def delete_expired_sessions(self, expiry: Expiry, limit: int) -> int:
         return await self._execute(
-            """DELETE FROM sessions WHERE expires_at <= $1
-               OR (NOT remember AND last_seen <= $2)""",
+            """DELETE FROM sessions WHERE id IN (
+                 SELECT id FROM sessions WHERE expires_at <= $1
+                 UNION ALL
+                 SELECT id FROM sessions WHERE NOT remember AND last_seen <= $2
+                 LIMIT $3)""",
             expiry.now,
             expiry.idle_cutoff,
+            limit,
         )
 
     async def count_sessions(self) -> int:
@@ -200,20 +248,6 @@ class PostgresStore(PostgresDatabase):
         return int(rows[0][0])
 
     # throttling
-
-    async def hit_throttle(self, key: str, now: float, window: float) -> tuple[int, float]:
-        """Count one failure for `key` in a fixed window; return (count, window start)."""
-        rows = await self._fetch(
-            """INSERT INTO throttle AS t (key, count, window_start) VALUES ($1, 1, $2)
-               ON CONFLICT (key) DO UPDATE SET
-                 count = CASE WHEN t.window_start <= $3 THEN 1 ELSE t.count + 1 END,
-                 window_start = CASE WHEN t.window_start <= $3 THEN $2 ELSE t.window_start END
-               RETURNING count, window_start""",
-            key,
-            now,
-            now - window,
-        )
-        return int(rows[0][0]), float(rows[0][1])
 
     async def select_throttle(
         self, key: str, now: float, window: float
@@ -226,17 +260,69 @@ class PostgresStore(PostgresDatabase):
         )
         return (int(rows[0][0]), float(rows[0][1])) if rows else None
 
-    async def clear_throttle(self, key: str) -> None:
-        await self._execute("DELETE FROM throttle WHERE key = $1", key)
+    async def hit_throttles(
+        self,
+        limits: Mapping[str, int],
+        now: float,
+        window: float,
+        failure: FailureEvent | None = None,
+    ) -> Admission:
+        """Count one attempt against every key in a fixed window, all or none.
 
-    async def forgive_throttle(self, key: str) -> None:
-        """Take one attempt back from `key`'s count."""
-        await self._execute(
-            "UPDATE throttle SET count = count - 1 WHERE key = $1 AND count > 0", key
+        Past any key's limit nothing is written and the wait is returned. Otherwise
+        `failure` is recorded, provisionally, for the account its email names: the same
+        statements run whether or not that account exists (SPEC §7, equal cost).
+        """
+        async with self._connection() as db:
+            transaction = db.transaction()
+            await transaction.start()
+            try:
+                over = 0.0
+                for key in sorted(limits):  # one order everywhere: no deadlock between nodes
+                    count, start = await db.fetchrow(HIT_THROTTLE, key, now, now - window)
+                    if count > limits[key]:
+                        over = max(over, start + window - now)
+                if over:
+                    await transaction.rollback()
+                    return Admission(max(over, 1e-3))
+                event_id = None
+                if failure is not None and "\x00" not in failure.email:
+                    event_id = await db.fetchval(
+                        """INSERT INTO events (user_id, kind, ip, user_agent, created_at)
+                           SELECT id, $1, $2, $3, $4 FROM users WHERE email = $5
+                           RETURNING id""",
+                        failure.kind,
+                        failure.ip,
+                        failure.user_agent,
+                        now,
+                        failure.email,
+                    )
+            except BaseException:
+                await transaction.rollback()
+                raise
+            await transaction.commit()
+        return Admission(None, event_id)
+
+    async def settle_throttles(
+        self, clear: Sequence[str], forgive: Sequence[str], event_id: int | None
+    ) -> None:
+        """A counted attempt succeeded: clear and forgive keys, drop its provisional event."""
+        async with self._connection() as db, db.transaction():
+            await db.execute("DELETE FROM throttle WHERE key = ANY($1::text[])", list(clear))
+            await db.execute(
+                "UPDATE throttle SET count = count - 1 WHERE key = ANY($1::text[]) AND count > 0",
+                list(forgive),
+            )
+            if event_id is not None:
+                await db.execute("DELETE FROM events WHERE id = $1", event_id)
+
+    async def delete_stale_throttle(self, cutoff: float, limit: int) -> int:
+        return await self._execute(
+            """DELETE FROM throttle WHERE key IN (
+                 SELECT key FROM throttle WHERE window_start <= $1 LIMIT $2)""",
+            cutoff,
+            limit,
         )
-
-    async def delete_stale_throttle(self, cutoff: float) -> int:
-        return await self._execute("DELETE FROM throttle WHERE window_start <= $1", cutoff)
 
     # security events
 
@@ -261,3 +347,11 @@ class PostgresStore(PostgresDatabase):
             limit,
         )
         return [Event(row[0], row[1], row[2], row[3]) for row in rows]
+
+    async def delete_old_events(self, cutoff: float, limit: int) -> int:
+        return await self._execute(
+            """DELETE FROM events WHERE id IN (
+                 SELECT id FROM events WHERE created_at < $1 LIMIT $2)""",
+            cutoff,
+            limit,
+        )

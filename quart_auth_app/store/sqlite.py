@@ -7,21 +7,24 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import Event, Expiry, SessionRecord, User
+from . import Admission, Event, Expiry, FailureEvent, SessionRecord, User
 from .sqlite_db import SQLiteDatabase, execute
 
 TOUCH_BATCH = 500  # sessions per UPDATE (well under SQLite's bound-parameter limit)
 
 SESSION_COLUMNS = """
     s.id, s.token_hash, s.user_id, s.data, s.remember, s.created_at, s.last_seen,
-    s.expires_at, s.user_agent, s.ip,
+    s.expires_at, s.user_agent, s.ip, s.epoch,
     u.email AS u_email, u.name AS u_name, u.password_hash AS u_password_hash,
-    u.created_at AS u_created_at
+    u.created_at AS u_created_at, u.epoch AS u_epoch
 """
+USER_COLUMNS = "id, email, name, password_hash, created_at, epoch"
 
 
 def _user(row: sqlite3.Row) -> User:
-    return User(row["id"], row["email"], row["name"], row["password_hash"], row["created_at"])
+    return User(
+        row["id"], row["email"], row["name"], row["password_hash"], row["created_at"], row["epoch"]
+    )
 
 
 def _session(row: sqlite3.Row) -> SessionRecord:
@@ -33,6 +36,7 @@ def _session(row: sqlite3.Row) -> SessionRecord:
             row["u_name"],
             row["u_password_hash"],
             row["u_created_at"],
+            row["u_epoch"],
         )
     return SessionRecord(
         id=row["id"],
@@ -45,6 +49,7 @@ def _session(row: sqlite3.Row) -> SessionRecord:
         expires_at=row["expires_at"],
         user_agent=row["user_agent"],
         ip=row["ip"],
+        epoch=row["epoch"],
         user=user,
     )
 
@@ -61,15 +66,29 @@ def _session_params(record: SessionRecord) -> dict[str, Any]:
         "expires_at": record.expires_at,
         "user_agent": record.user_agent,
         "ip": record.ip,
+        "epoch": record.epoch,
     }
 
 
 INSERT_SESSION = """
     INSERT INTO sessions (id, token_hash, user_id, data, remember, created_at,
-                          last_seen, expires_at, user_agent, ip)
+                          last_seen, expires_at, user_agent, ip, epoch)
     VALUES (:id, :token_hash, :user_id, :data, :remember, :created_at,
-            :last_seen, :expires_at, :user_agent, :ip)
+            :last_seen, :expires_at, :user_agent, :ip, :epoch)
 """
+
+
+HIT_THROTTLE = """
+    INSERT INTO throttle (key, count, window_start) VALUES (:key, 1, :now)
+    ON CONFLICT (key) DO UPDATE SET
+      count = CASE WHEN window_start <= :cutoff THEN 1 ELSE count + 1 END,
+      window_start = CASE WHEN window_start <= :cutoff THEN :now ELSE window_start END
+    RETURNING count, window_start
+"""
+
+
+class _Refused(Exception):
+    """Raised inside a write transaction to roll it back: a throttle key was full."""
 
 
 class SQLiteStore(SQLiteDatabase):
@@ -86,10 +105,10 @@ class SQLiteStore(SQLiteDatabase):
         async with (
             self._write() as db,
             db.execute(
-                """INSERT INTO users (email, name, password_hash, created_at)
+                f"""INSERT INTO users (email, name, password_hash, created_at)
                    VALUES (:email, :name, :hash, :now)
                    ON CONFLICT (email) DO NOTHING
-                   RETURNING id, email, name, password_hash, created_at""",
+                   RETURNING {USER_COLUMNS}""",
                 {"email": email, "name": name, "hash": password_hash, "now": now},
             ) as cursor,
         ):
@@ -98,25 +117,51 @@ class SQLiteStore(SQLiteDatabase):
 
     async def select_user_by_email(self, email: str) -> User | None:
         rows = await self._read(
-            "SELECT id, email, name, password_hash, created_at FROM users WHERE email = :email",
+            f"SELECT {USER_COLUMNS} FROM users WHERE email = :email",
             {"email": email},
         )
         return _user(rows[0]) if rows else None
 
     async def select_user_by_id(self, user_id: int) -> User | None:
         rows = await self._read(
-            "SELECT id, email, name, password_hash, created_at FROM users WHERE id = :id",
+            f"SELECT {USER_COLUMNS} FROM users WHERE id = :id",
             {"id": user_id},
         )
         return _user(rows[0]) if rows else None
 
-    async def update_user_password(self, user_id: int, password_hash: str) -> None:
+    async def rehash_user_password(self, user_id: int, old_hash: str, new_hash: str) -> bool:
+        """Store the same password at a new cost, unless the password changed meanwhile."""
         async with self._write() as db:
+            changed = await execute(
+                db,
+                "UPDATE users SET password_hash = :new WHERE id = :id AND password_hash = :old",
+                {"new": new_hash, "id": user_id, "old": old_hash},
+            )
+        return changed > 0
+
+    async def change_user_password(
+        self, user_id: int, password_hash: str, keep_hash: bytes | None
+    ) -> User | None:
+        """New password and epoch; every session but `keep_hash` ends, that one moves on."""
+        async with self._write() as db:
+            async with db.execute(
+                f"""UPDATE users SET password_hash = :hash, epoch = epoch + 1 WHERE id = :id
+                    RETURNING {USER_COLUMNS}""",
+                {"hash": password_hash, "id": user_id},
+            ) as cursor:
+                row = await cursor.fetchone()
+            if row is None:
+                return None
+            user = _user(row)
+            params = {"user_id": user_id, "keep": keep_hash, "epoch": user.epoch}
             await execute(
                 db,
-                "UPDATE users SET password_hash = :hash WHERE id = :id",
-                {"hash": password_hash, "id": user_id},
+                """DELETE FROM sessions WHERE user_id = :user_id
+                   AND (:keep IS NULL OR token_hash != :keep)""",
+                params,
             )
+            await execute(db, "UPDATE sessions SET epoch = :epoch WHERE token_hash = :keep", params)
+        return user
 
     # sessions
 
@@ -180,7 +225,7 @@ class SQLiteStore(SQLiteDatabase):
         rows = await self._read(
             f"""SELECT {SESSION_COLUMNS} FROM sessions AS s
                 LEFT JOIN users AS u ON u.id = s.user_id
-                WHERE s.user_id = :user_id AND s.expires_at > :now
+                WHERE s.user_id = :user_id AND s.epoch = u.epoch AND s.expires_at > :now
                   AND (s.remember = 1 OR s.last_seen > :idle_cutoff)
                 ORDER BY s.last_seen DESC""",
             {"user_id": user_id, "now": expiry.now, "idle_cutoff": expiry.idle_cutoff},
@@ -205,13 +250,16 @@ class SQLiteStore(SQLiteDatabase):
                 {"user_id": user_id, "except_hash": except_hash},
             )
 
-    async def delete_expired_sessions(self, expiry: Expiry) -> int:
+    async def delete_expired_sessions(self, expiry: Expiry, limit: int) -> int:
         async with self._write() as db:
             return await execute(
                 db,
-                """DELETE FROM sessions WHERE expires_at <= :now
-                   OR (remember = 0 AND last_seen <= :idle_cutoff)""",
-                {"now": expiry.now, "idle_cutoff": expiry.idle_cutoff},
+                """DELETE FROM sessions WHERE id IN (
+                     SELECT id FROM sessions WHERE expires_at <= :now
+                     UNION ALL
+                     SELECT id FROM sessions WHERE remember = 0 AND last_seen <= :idle_cutoff
+                     LIMIT :limit)""",
+                {"now": expiry.now, "idle_cutoff": expiry.idle_cutoff, "limit": limit},
             )
 
     async def count_sessions(self) -> int:
@@ -219,23 +267,6 @@ class SQLiteStore(SQLiteDatabase):
         return int(rows[0][0])
 
     # throttling
-
-    async def hit_throttle(self, key: str, now: float, window: float) -> tuple[int, float]:
-        """Count one failure for `key` in a fixed window; return (count, window start)."""
-        async with (
-            self._write() as db,
-            db.execute(
-                """INSERT INTO throttle (key, count, window_start) VALUES (:key, 1, :now)
-                   ON CONFLICT (key) DO UPDATE SET
-                     count = CASE WHEN window_start <= :cutoff THEN 1 ELSE count + 1 END,
-                     window_start = CASE WHEN window_start <= :cutoff THEN :now
-                                         ELSE window_start END
-                   RETURNING count, window_start""",
-                {"key": key, "now": now, "cutoff": now - window},
-            ) as cursor,
-        ):
-            [(count, start)] = await cursor.fetchall()  # RETURNING: exactly one row
-        return int(count), float(start)
 
     async def select_throttle(
         self, key: str, now: float, window: float
@@ -247,20 +278,73 @@ class SQLiteStore(SQLiteDatabase):
         )
         return (int(rows[0][0]), float(rows[0][1])) if rows else None
 
-    async def clear_throttle(self, key: str) -> None:
+    async def hit_throttles(
+        self,
+        limits: Mapping[str, int],
+        now: float,
+        window: float,
+        failure: FailureEvent | None = None,
+    ) -> Admission:
+        """Count one attempt against every key in a fixed window, all or none.
+
+        Past any key's limit nothing is written and the wait is returned. Otherwise
+        `failure` is recorded, provisionally, for the account its email names: the same
+        statements run whether or not that account exists (SPEC §7, equal cost).
+        """
+        over = 0.0
+        try:
+            async with self._write() as db:
+                for key, limit in limits.items():
+                    async with db.execute(
+                        HIT_THROTTLE, {"key": key, "now": now, "cutoff": now - window}
+                    ) as cursor:
+                        [(count, start)] = await cursor.fetchall()
+                    if count > limit:
+                        over = max(over, start + window - now)
+                if over:
+                    raise _Refused
+                if failure is None:
+                    return Admission(None)
+                async with db.execute(
+                    """INSERT INTO events (user_id, kind, ip, user_agent, created_at)
+                       SELECT id, :kind, :ip, :agent, :now FROM users WHERE email = :email
+                       RETURNING id""",
+                    {
+                        "kind": failure.kind,
+                        "ip": failure.ip,
+                        "agent": failure.user_agent,
+                        "now": now,
+                        "email": failure.email,
+                    },
+                ) as cursor:
+                    row = await cursor.fetchone()
+                return Admission(None, int(row[0]) if row else None)
+        except _Refused:
+            return Admission(max(over, 1e-3))
+
+    async def settle_throttles(
+        self, clear: Sequence[str], forgive: Sequence[str], event_id: int | None
+    ) -> None:
+        """A counted attempt succeeded: clear and forgive keys, drop its provisional event."""
         async with self._write() as db:
-            await execute(db, "DELETE FROM throttle WHERE key = :key", {"key": key})
+            for key in clear:
+                await execute(db, "DELETE FROM throttle WHERE key = :key", {"key": key})
+            for key in forgive:
+                await execute(
+                    db,
+                    "UPDATE throttle SET count = count - 1 WHERE key = :key AND count > 0",
+                    {"key": key},
+                )
+            if event_id is not None:
+                await execute(db, "DELETE FROM events WHERE id = :id", {"id": event_id})
 
-    async def forgive_throttle(self, key: str) -> None:
-        """Take one attempt back from `key`'s count."""
-        await self._write_one(
-            "UPDATE throttle SET count = count - 1 WHERE key = :key AND count > 0", {"key": key}
-        )
-
-    async def delete_stale_throttle(self, cutoff: float) -> int:
+    async def delete_stale_throttle(self, cutoff: float, limit: int) -> int:
         async with self._write() as db:
             return await execute(
-                db, "DELETE FROM throttle WHERE window_start <= :cutoff", {"cutoff": cutoff}
+                db,
+                """DELETE FROM throttle WHERE key IN (
+                     SELECT key FROM throttle WHERE window_start <= :cutoff LIMIT :limit)""",
+                {"cutoff": cutoff, "limit": limit},
             )
 
     # security events
@@ -283,3 +367,12 @@ class SQLiteStore(SQLiteDatabase):
             {"user_id": user_id, "limit": limit},
         )
         return [Event(row[0], row[1], row[2], row[3]) for row in rows]
+
+    async def delete_old_events(self, cutoff: float, limit: int) -> int:
+        async with self._write() as db:
+            return await execute(
+                db,
+                """DELETE FROM events WHERE id IN (
+                     SELECT id FROM events WHERE created_at < :cutoff LIMIT :limit)""",
+                {"cutoff": cutoff, "limit": limit},
+            )

@@ -7,9 +7,13 @@ connections, the way quart-db's aiosqlite backend does.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import logging
+import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from importlib import resources
 from typing import Any
 
@@ -20,6 +24,11 @@ from .migrations import split_migrations
 
 BUSY_TIMEOUT_MS = 30_000
 READERS = 2
+OPEN_LOCK_TIMEOUT = 60.0  # seconds a worker waits for another to prepare the file
+OPEN_LOCK_POLL = 0.05
+FILE_MODE = 0o600  # the database holds password hashes and session tokens (SPEC §8)
+
+log = logging.getLogger(__name__)
 
 
 async def execute(db: aiosqlite.Connection, sql: str, params: Mapping[str, Any] = {}) -> int:
@@ -31,6 +40,40 @@ async def execute(db: aiosqlite.Connection, sql: str, params: Mapping[str, Any] 
     async with db.execute(sql, params) as cursor:
         await cursor.fetchall()
         return cursor.rowcount
+
+
+def _own_files(path: str) -> None:
+    """Create the database file owner-only if it is missing; tighten existing files to 0600.
+
+    SQLite gives -wal and -shm the main file's mode, so creating that file 0600 is what
+    keeps them private; files an older version left 0644 are tightened here.
+    """
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE))
+    for name in (path, f"{path}-wal", f"{path}-shm", f"{path}.lock"):
+        try:
+            if os.stat(name).st_mode & 0o777 != FILE_MODE:
+                os.chmod(name, FILE_MODE)
+        except FileNotFoundError:
+            pass
+
+
+@asynccontextmanager
+async def _exclusive(path: str) -> AsyncIterator[None]:
+    """Hold an exclusive flock on the file `path`, polling so the event loop never blocks."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        deadline = time.monotonic() + OPEN_LOCK_TIMEOUT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{path} stayed locked {OPEN_LOCK_TIMEOUT:.0f} s") from None
+                await asyncio.sleep(OPEN_LOCK_POLL)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 class SQLiteDatabase:
@@ -54,25 +97,49 @@ class SQLiteDatabase:
             await asyncio.to_thread(connection._thread.join, 5.0)
             raise
         db.row_factory = sqlite3.Row
-        await execute(db, f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        await execute(db, "PRAGMA foreign_keys = ON")
-        # FULL: a commit is on disk before the response says so (SPEC §8).
-        await execute(db, "PRAGMA synchronous = FULL")
+        try:
+            await execute(db, f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await execute(db, "PRAGMA foreign_keys = ON")
+            # FULL: a commit is on disk before the response says so (SPEC §8).
+            await execute(db, "PRAGMA synchronous = FULL")
+        except BaseException:
+            await db.close()  # its thread would otherwise keep the process from exiting
+            raise
         return db
 
     async def open(self) -> None:
-        """Connect and migrate once per process; later calls are no-ops."""
+        """Connect and migrate once per process; later calls are no-ops.
+
+        Creating the file, switching it to WAL and migrating happen under a lock file
+        beside the database, one process at a time: workers starting together raced to
+        switch to WAL, and SQLite answers the loser "database is locked" at once, without
+        its busy timeout, where waiting could deadlock. On any failure every connection is
+        closed: an aiosqlite thread left running kept a failed worker alive and idle, so
+        Hypercorn never saw it die.
+        """
         async with self._open_lock:
             if self._writer is not None:
                 return
+            opened: list[aiosqlite.Connection] = []
             try:
-                writer = await self._connect()
-                await execute(writer, "PRAGMA journal_mode = WAL")
-                self._readers = [await self._connect() for _ in range(READERS)]
-                self._writer = writer
-            except sqlite3.Error as exc:
+                async with _exclusive(f"{self.path}.lock"):
+                    await asyncio.to_thread(_own_files, self.path)
+                    opened.append(await self._connect())
+                    await execute(opened[0], "PRAGMA journal_mode = WAL")
+                    opened += [await self._connect() for _ in range(READERS)]
+                    self._writer, self._readers = opened[0], opened[1:]
+                    await self.migrate()
+            except BaseException as exc:
+                self._writer, self._readers = None, []
+                for db in opened:
+                    with suppress(sqlite3.Error):
+                        await db.close()
+                if not isinstance(exc, (sqlite3.Error, OSError, StoreUnavailable)):
+                    raise
+                log.error("cannot open the database %s: %s", self.path, exc)
+                if isinstance(exc, StoreUnavailable):
+                    raise
                 raise StoreUnavailable(str(exc)) from exc
-            await self.migrate()
 
     async def close(self) -> None:
         """Close every connection."""

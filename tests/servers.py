@@ -23,6 +23,7 @@ T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 HYPERCORN = Path(sys.executable).parent / "hypercorn"
+APP = "quart_auth_app:create_app()"
 
 # Hypercorn's log lines: "[time] [PID] [LEVEL] message"; access lines follow hypercorn.toml's
 # access_log_format, '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'.
@@ -101,7 +102,7 @@ def start(
     env: Mapping[str, str],
     workers: int | None = 2,
     port: int | None = None,
-    app: str = "quart_auth_app:create_app()",
+    app: str = APP,
 ) -> Server:
     """Start Hypercorn as users run it (hypercorn.toml) and wait until /healthz answers.
 
@@ -112,15 +113,17 @@ def start(
     full_env = {**os.environ, "QUART_BCRYPT_ROUNDS": "4", **env}
     with log.open("ab") as out:
         workers_args = [] if workers is None else ["--workers", str(workers)]
+        # This app through its launcher (Hypercorn plus an exit-status fix), as users run it.
+        launcher = [sys.executable, "-m", "quart_auth_app.serve"] if app == APP else [HYPERCORN]
         process = subprocess.Popen(
             [
-                str(HYPERCORN),
+                *map(str, launcher),
                 "--config",
                 str(ROOT / "hypercorn.toml"),
                 "--bind",
                 f"127.0.0.1:{port}",
                 *workers_args,
-                app,
+                *([] if app == APP else [app]),
             ],
             cwd=ROOT,
             env=full_env,

@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from servers import HYPERCORN, ROOT, Server, free_port, running
+from servers import ROOT, Server, free_port, running
 
 from quart_auth_app.store import StoreUnavailable
 from quart_auth_app.store.migrations import split_migrations
@@ -162,7 +163,7 @@ def start_broken(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
     args = ["--config", str(ROOT / "hypercorn.toml"), "--bind", f"127.0.0.1:{free_port()}"]
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(HYPERCORN), *args, "--workers", "2", "quart_auth_app:create_app()"],
+            [sys.executable, "-m", "quart_auth_app.serve", *args, "--workers", "2"],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -194,10 +195,6 @@ def test_a_worker_that_cannot_start_stops_the_server_and_says_why(tmp_path: Path
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=True,
-    reason="Hypercorn 0.18's master returns 0 after a worker exits 1 (pgjones/hypercorn#269)",
-)
 def test_a_worker_that_cannot_start_makes_the_server_exit_non_zero(tmp_path: Path) -> None:
     process, _ = start_broken(tmp_path)
     with stopped_within(process, 30) as status:

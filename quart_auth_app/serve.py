@@ -1,0 +1,51 @@
+"""Serve the app with Hypercorn, exiting non-zero when a worker fails (SPEC §8).
+
+`python -m quart_auth_app.serve --config hypercorn.toml [hypercorn options]` is
+`hypercorn ... "quart_auth_app:create_app()"` with one fix. When a worker exits with
+an error (one that could not open its database, say), Hypercorn 0.18's master stops
+every worker, as it should, but then returns 0: its last `_join_exited` runs on the
+workers it has just asked to stop and overwrites the failure
+(pgjones/hypercorn#269). A supervisor then sees a clean stop and a deployment
+script carries on with a server that never served. Here the first failure is
+remembered and becomes the exit status.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from multiprocessing.process import BaseProcess
+
+import hypercorn.run
+from hypercorn.__main__ import main as hypercorn_main
+
+APP = "quart_auth_app:create_app()"
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run Hypercorn on this app with `argv` (Hypercorn's options); return its exit status."""
+    failures: list[int] = []
+    join_exited = hypercorn.run._join_exited
+
+    def remembering(processes: list[BaseProcess]) -> int:
+        status = join_exited(processes)
+        if status != 0:
+            failures.append(status)
+        return status
+
+    hypercorn.run._join_exited = remembering
+    try:
+        status = hypercorn_main([*(sys.argv[1:] if argv is None else argv), APP])
+    finally:
+        hypercorn.run._join_exited = join_exited
+    if status == 0 and failures:
+        logging.basicConfig(format="%(message)s")
+        log.critical("a worker exited with status %s, so the server stopped", failures[0])
+        return failures[0] if failures[0] > 0 else 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,6 +13,11 @@ from .passwords import weakness
 
 EMAIL_MAX = 254
 NAME_MAX = 100
+# Unicode normalisation is superlinear on runs of combining marks (1.5 s for a 64 KB email):
+# a raw field longer than this is refused before anything but len() looks at it. NFC can
+# shrink text (a decomposed Hangul syllable is three code points), hence the margin.
+RAW_FACTOR = 4
+INVALID_EMAIL = "Please enter a valid email address."
 
 
 class ValidationFailed(Exception):
@@ -45,23 +50,54 @@ def text(data: Mapping[str, Any], field: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+def bounded_nfc(value: str, max_length: int) -> str | None:
+    """`value` trimmed and NFC-normalised, or None when its raw form is far too long for that."""
+    if len(value) > max_length * RAW_FACTOR:
+        return None
+    return unicodedata.normalize("NFC", value.strip())
+
+
 def normalise_email(value: str) -> str:
-    """The stored form of an email: NFC, trimmed, lower-cased."""
-    return unicodedata.normalize("NFC", value.strip()).lower()
+    """The stored form of an email: NFC, trimmed, lower-cased.
+
+    A raw value too long to be an email comes back as it is, unnormalised: it is longer
+    than EMAIL_MAX, so every caller's length check refuses it.
+    """
+    email = bounded_nfc(value, EMAIL_MAX)
+    return value if email is None else email.lower()
 
 
-def check_email(value: str) -> str:
-    """The normalised email, or ValidationFailed with a message for the field."""
+def sign_in_email(value: str) -> str:
+    """The typed sign-in email, normalised; ValidationFailed for a missing or malformed one.
+
+    Shape only (no email_validator): whatever was stored passed `check_email` at sign-up.
+    """
     email = normalise_email(value)
     if not email:
         raise ValidationFailed({"email": "Please enter your email address."})
     if len(email) > EMAIL_MAX or not _printable(email):
-        raise ValidationFailed({"email": "Please enter a valid email address."})
+        raise ValidationFailed({"email": INVALID_EMAIL})
+    return email
+
+
+def check_email(value: str) -> str:
+    """The normalised email, or ValidationFailed with a message for the field."""
+    email = sign_in_email(value)
     try:
         validate_email(email, check_deliverability=False)
     except EmailNotValidError:
-        raise ValidationFailed({"email": "Please enter a valid email address."}) from None
+        raise ValidationFailed({"email": INVALID_EMAIL}) from None
     return email
+
+
+def check_name(value: str, email: str) -> str:
+    """The display name (the email's local part when empty), or ValidationFailed."""
+    name = bounded_nfc(value, NAME_MAX)
+    if name is None or len(name) > NAME_MAX or not _printable(name):
+        raise ValidationFailed(
+            {"name": f"Use at most {NAME_MAX} characters, without control characters."}
+        )
+    return name or email.split("@")[0]
 
 
 def check_password_length(password: str, min_length: int, max_length: int) -> str | None:
@@ -87,20 +123,37 @@ def check_new_password(
     return problem or weakness(password, user_inputs, config["PASSWORD_MIN_SCORE"])
 
 
-def check_registration(data: Mapping[str, Any], config: Mapping[str, Any]) -> Registration:
-    """Validate a sign-up; ValidationFailed lists every field that is wrong."""
+def check_signup_fields(data: Mapping[str, Any], config: Mapping[str, Any]) -> Registration:
+    """Validate a sign-up's shape, cheaply and before any throttle: every field is bounded,
+    the password's strength is not judged yet (see `passwords.check_strength`).
+
+    ValidationFailed lists every field that is wrong.
+    """
     errors: dict[str, str] = {}
-    email = ""
+    email = name = ""
     try:
         email = check_email(text(data, "email"))
     except ValidationFailed as exc:
         errors.update(exc.fields)
-    name = unicodedata.normalize("NFC", text(data, "name").strip()) or email.split("@")[0]
-    if len(name) > NAME_MAX or not _printable(name):
-        errors["name"] = f"Use at most {NAME_MAX} characters, without control characters."
-    problem = check_new_password(text(data, "password"), config, [email, name])
+    try:
+        name = check_name(text(data, "name"), email)
+    except ValidationFailed as exc:
+        errors.update(exc.fields)
+    password = text(data, "password")
+    problem = check_password_length(
+        password, config["PASSWORD_MIN_LENGTH"], config["PASSWORD_MAX_LENGTH"]
+    )
     if problem:
         errors["password"] = problem
     if errors:
         raise ValidationFailed(errors)
-    return Registration(email=email, password=text(data, "password"), name=name)
+    return Registration(email=email, password=password, name=name)
+
+
+def check_registration(data: Mapping[str, Any], config: Mapping[str, Any]) -> Registration:
+    """Validate a sign-up, the password's strength included (synchronous: zxcvbn runs here)."""
+    reg = check_signup_fields(data, config)
+    problem = weakness(reg.password, [reg.email, reg.name], config["PASSWORD_MIN_SCORE"])
+    if problem:
+        raise ValidationFailed({"password": problem})
+    return reg

@@ -8,12 +8,14 @@ from urllib.parse import urlsplit
 from quart import Response, request
 from quart.json.provider import DefaultJSONProvider
 
-from .errors import AppError
+from .errors import AppError, from_status
 
 if TYPE_CHECKING:
     from quart import Quart
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # exactly Go's list
+# Quart applies MAX_FORM_PARTS to multipart bodies only; URL-encoded ones are counted here.
+URLENCODED = frozenset({"application/x-www-form-urlencoded", "application/x-url-encoded"})
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -70,8 +72,25 @@ class BoundedJSONProvider(DefaultJSONProvider):
             raise ValueError("JSON nested too deeply") from None
 
 
+async def refuse_crowded_form(max_parts: int) -> None:
+    """400 for a query string, 413 for a URL-encoded body, of more than `max_parts` fields,
+    before either is parsed.
+
+    Parsing 21,000 empty fields (63 KB) cost ~31 ms of CPU, and 16,000 in a query string
+    (what fits in Hypercorn's 16 KB request head) ~25 ms; counting separators costs
+    microseconds, and no form or page of this app takes more than a handful of fields.
+    """
+    if request.query_string.count(b"&") >= max_parts:
+        raise from_status(400, "The address has too many parameters.")
+    if request.method in SAFE_METHODS or request.mimetype not in URLENCODED:
+        return
+    body = await request.get_data(True, False, False)  # bounded by MAX_CONTENT_LENGTH (413)
+    if body.count(b"&") >= max_parts:
+        raise from_status(413, "The form has too many fields.")
+
+
 def init_security(app: Quart) -> None:
-    """Refuse cross-origin writes before any view runs; add headers to every response."""
+    """Refuse cross-origin writes and crowded forms before any view runs; add headers."""
     app.json = BoundedJSONProvider(app)
 
     @app.before_request
@@ -83,6 +102,10 @@ def init_security(app: Quart) -> None:
             request.headers.get("Host", ""),
         ):
             raise CROSS_ORIGIN
+
+    @app.before_request
+    async def refuse_crowded_forms() -> None:
+        await refuse_crowded_form(int(app.config["MAX_FORM_PARTS"]))
 
     @app.after_request
     async def add_headers(response: Response) -> Response:

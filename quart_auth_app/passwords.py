@@ -25,16 +25,16 @@ PREHASH_KEY = b"quart_auth_app/password/v1"
 BCRYPT_NICE = 10  # how far below the event loop the bcrypt threads run
 
 # zxcvbn's cost (SPEC §7: bounded) grows with the square of the length times the number of
-# look-alike substitution tables it tries, and those double with every look-alike character
-# ("@4!1|0$5+7"...): one table for none, 32 at most for 6 distinct ones, 736 for all 20.
-# Unbounded, 64 such characters cost 1.7 s of CPU. So zxcvbn sees only a prefix, whose
-# length depends on how many distinct look-alikes it holds: PREFIX_BY_LOOKALIKES[d] is the
-# longest prefix allowed with d of them; past the table's end the prefix stops.
-# Measured (zxcvbn 4.5, one core of the reference machine, worst case found by a search
-# over look-alike runs, words with substitutions and repeats; tests/test_cost.py): any
-# password now costs at most ~20 ms, where the previous 64-character prefix cost up to
-# 1.7 s and 32 characters up to 0.85 s. Past 32 characters, a password is long enough to
-# judge by its start: a weak start (a repeated word) is still refused.
+# look-alike substitution tables it tries, and those grow ~1.4x with every distinct
+# look-alike character ("@4!1|0$5+7"...): 1 for none, 32 at most for 6, 138 for 10, 736
+# for all 20. So zxcvbn sees only a prefix, whose length depends on how many distinct
+# look-alikes it holds: PREFIX_BY_LOOKALIKES[d] is the longest prefix allowed with d of
+# them; past the table's end the prefix stops. Worst cases measured (zxcvbn 4.5, reference
+# 2-core machine under load, found by a hypothesis search over look-alike runs, words with
+# substitutions and repeats): before, with a plain 64-character prefix, 250-470 ms typical
+# and up to 1.7 s; a plain 32 or 24 up to 850 or 490 ms; now 12-18 ms at any length.
+# Past 24 characters a password is long enough to judge by its start: a weak start
+# (a repeated word) is still refused.
 STRENGTH_PREFIX = 24
 PREFIX_BY_LOOKALIKES = (24, 24, 24, 24, 22, 19, 16, 14, 12, 10)
 LOOKALIKES = frozenset(ch for subs in L33T_TABLE.values() for ch in subs)

@@ -6,7 +6,6 @@ Vocabulary from Django's contrib.auth: `authenticate` checks credentials,
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial, wraps
@@ -17,15 +16,15 @@ from quart import after_this_request, current_app, redirect, request, session, u
 
 from .devices import set_device_cookie
 from .errors import AppError, from_status, invalid_input
-from .passwords import Hasher, weakness
+from .passwords import Hasher, check_strength
 from .sessions import ServerSession, client_meta, expiry
 from .store import SessionRecord, Store, User
 from .throttle import Throttle
 from .validation import (
     ValidationFailed,
     check_password_length,
-    check_registration,
-    normalise_email,
+    check_signup_fields,
+    sign_in_email,
     text,
 )
 
@@ -75,13 +74,19 @@ async def record_event(user: User, kind: str) -> None:
 
 
 async def register(data: Mapping[str, Any]) -> User:
-    """Create an account from form or JSON fields and sign it in."""
+    """Create an account from form or JSON fields and sign it in.
+
+    Cheap, bounded checks first; the attempt is counted by the throttle before the
+    password's strength is judged (zxcvbn is the costly step, SPEC §7).
+    """
     try:
-        # zxcvbn takes milliseconds of CPU: off the event loop, like bcrypt.
-        reg = await asyncio.to_thread(check_registration, data, current_app.config)
+        reg = check_signup_fields(data, current_app.config)
     except ValidationFailed as exc:
         raise invalid_input(exc.fields) from None
     await throttle().check_signup()
+    problem = await password_weakness(reg.password, [reg.email, reg.name])
+    if problem:
+        raise invalid_input({"password": problem})
     if await store().select_user_by_email(reg.email) is not None:
         raise _taken()
     password_hash = await hasher().hash(reg.password)
@@ -93,9 +98,10 @@ async def register(data: Mapping[str, Any]) -> User:
 
 
 async def password_weakness(password: str, user_inputs: list[str]) -> str | None:
-    """Why `password` is too easy to guess, or None (zxcvbn, off the event loop)."""
-    min_score = int(current_app.config["PASSWORD_MIN_SCORE"])
-    return await asyncio.to_thread(weakness, password, user_inputs, min_score)
+    """Why `password` is too easy to guess, or None (zxcvbn: bounded, one at a time)."""
+    return await check_strength(
+        password, user_inputs, int(current_app.config["PASSWORD_MIN_SCORE"])
+    )
 
 
 def _taken() -> AppError:
@@ -109,13 +115,13 @@ def _taken() -> AppError:
 
 def read_credentials(data: Mapping[str, Any]) -> tuple[str, str]:
     """Email (or the original example's `username`) and password, checked for shape only."""
-    email = normalise_email(text(data, "email") or text(data, "username"))
+    fields: dict[str, str] = {}
+    email = ""
+    try:
+        email = sign_in_email(text(data, "email") or text(data, "username"))
+    except ValidationFailed as exc:
+        fields.update(exc.fields)
     password = text(data, "password")
-    fields = {}
-    if not email:
-        fields["email"] = "Please enter your email address."
-    elif len(email) > 254 or not email.isprintable():
-        fields["email"] = "Please enter a valid email address."
     problem = check_password_length(password, 1, current_app.config["PASSWORD_MAX_LENGTH"])
     if problem:
         fields["password"] = "Please enter your password." if not password else problem

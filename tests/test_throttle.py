@@ -14,7 +14,7 @@ from conftest import PASSWORD
 from quart import Quart
 from quart.testing import QuartClient
 
-from quart_auth_app import create_app
+from quart_auth_app import create_app, passwords
 from quart_auth_app.sessions import expiry, purge_expired
 from quart_auth_app.store import Store, User
 from quart_auth_app.testing import authenticated_client, create_user
@@ -256,6 +256,29 @@ async def _register(client: QuartClient, kind: str, email: str, address: str) ->
     if kind == "api":
         return await client.post("/api/register", json=body, scope_base=scope)
     return await client.post("/register", form=body, scope_base=scope)
+
+
+async def test_strength_is_judged_only_after_the_attempt_is_counted(
+    app: Quart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """zxcvbn is the costly step of a sign-up: a refused or malformed one never reaches it."""
+    judged: list[str] = []
+    real = passwords.weakness
+
+    def counting(password: str, *args: Any) -> str | None:
+        judged.append(password)
+        return real(password, *args)
+
+    monkeypatch.setattr(passwords, "weakness", counting)
+    client = app.test_client()
+    body = {"email": "not an email", "password": "p@$$w0rd" * 8}
+    assert (await client.post("/api/register", json=body)).status_code == 400
+    assert judged == []
+    for n in range(SIGNUP_LIMIT):
+        assert (await _register(client, "api", f"n{n}@example.com", ATTACKER)).status_code == 201
+    assert len(judged) == SIGNUP_LIMIT
+    assert_throttled(await _register(client, "api", "late@example.com", ATTACKER))
+    assert len(judged) == SIGNUP_LIMIT
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -9,6 +9,7 @@ from conftest import PASSWORD
 from dbrows import rows
 from quart import Quart
 from quart.testing import QuartClient
+from quart_schema import OpenAPIProvider
 
 from quart_auth_app import create_app
 from quart_auth_app.store import User
@@ -370,3 +371,19 @@ async def test_openapi_lists_the_api(client: QuartClient) -> None:
     login = paths["/api/login"]["post"]
     assert {"200", "401"} <= set(login["responses"])
     assert "requestBody" in login
+
+
+async def test_openapi_document_is_built_once(
+    client: QuartClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    builds: list[int] = []
+    real = OpenAPIProvider.schema
+
+    def counting(self: OpenAPIProvider) -> dict[str, Any]:
+        builds.append(1)
+        return real(self)
+
+    monkeypatch.setattr(OpenAPIProvider, "schema", counting)
+    bodies = [await (await client.get("/openapi.json")).get_json() for _ in range(3)]
+    assert len(builds) == 1
+    assert bodies[0] == bodies[1] == bodies[2]

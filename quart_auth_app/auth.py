@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from quart import after_this_request, current_app, redirect, request, session, url_for
 
+from .agents import describe
 from .devices import set_device_cookie
 from .errors import AppError, from_status, invalid_input
 from .passwords import Hasher, check_strength
@@ -70,7 +71,7 @@ def signed_in_user() -> User:
 async def record_event(user: User, kind: str) -> None:
     """Log a security event for the user with this request's address and agent."""
     agent, ip = client_meta()
-    await store().insert_event(user.id, kind, ip, agent, time.time())
+    await store().insert_event(user.id, kind, ip, agent, time.time(), describe(agent))
 
 
 async def register(data: Mapping[str, Any]) -> User:

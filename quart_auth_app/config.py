@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "DEVICE_COOKIE_NAME": "device",
     "DEVICE_COOKIE_LIFETIME": 31536000,  # a year: the browser stays known to the account
     "EVENT_RETENTION": 31536000,  # seconds security events are kept
+    "MAX_SESSIONS_PER_USER": 100,  # past this, a sign-in ends the least recently used one
     "TRUSTED_PROXY_HOPS": 0,  # how many reverse proxies set X-Forwarded-For
     "MAX_CONTENT_LENGTH": 65536,
     "MAX_FORM_PARTS": 32,  # fields per form body (413 past it); Quart's default is 1,000

@@ -18,6 +18,7 @@ from quart import request
 from quart.sessions import SessionInterface, SessionMixin
 from quart.wrappers import BaseRequestWebsocket, Response
 
+from .agents import describe
 from .store import Expiry, SessionRecord, Store, StoreUnavailable, User
 from .touches import Touches
 
@@ -176,8 +177,14 @@ class ServerSessionInterface(SessionInterface):
             user_agent=agent,
             ip=ip,
             epoch=user.epoch if user else 0,
+            device=describe(agent),
         )
-        await self.store.replace_session(session.token_hash, record)
+        keep = int(app.config["MAX_SESSIONS_PER_USER"])
+        evicted = await self.store.replace_session(session.token_hash, record, keep)
+        if evicted and user is not None:  # the least recently used ones ended (SPEC §7)
+            await self.store.insert_event(
+                user.id, "session limit reached", ip, agent, now, record.device
+            )
         session.record, session.user, session.ended = record, user, False
         response.set_cookie(
             self.get_cookie_name(app),

@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from flask.templating import _default_template_ctx_processor as flask_default_processor
 from markupsafe import Markup, escape
-from user_agents import parse as parse_user_agent
 
+from .agents import describe as device
 from .auth import current_user
 from .timefmt import ago, duration
 
 if TYPE_CHECKING:
     from quart import Quart
-
-
-@lru_cache(maxsize=256)
-def device(user_agent: str) -> str:
-    """'Firefox 128 on Ubuntu' from a User-Agent header."""
-    if not user_agent:
-        return "Unknown device"
-    agent = parse_user_agent(user_agent)
-    major = agent.browser.version[0] if agent.browser.version else ""
-    browser = f"{agent.browser.family} {major}".strip()
-    system = f"{agent.os.family} {agent.os.version_string}".strip()
-    if agent.browser.family == "Other":
-        return user_agent[:60]
-    return f"{browser} on {system}" if agent.os.family != "Other" else browser
 
 
 def when(timestamp: float) -> Markup:

@@ -59,6 +59,7 @@ async def login_session(app: Quart, user: User, remember: bool = False) -> str:
             user_agent="test client",
             ip="127.0.0.1",
             epoch=current.epoch,
+            device="Test client",
         )
     )
     return token

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from quart import current_app, request
 
+from .agents import describe
 from .devices import derive_key, device_nonce
 from .errors import AppError
 from .sessions import client_meta
@@ -106,7 +107,7 @@ class Throttle:
         """
         config = current_app.config
         agent, ip = client_meta()
-        failure = FailureEvent(email, event_kind, ip, agent)
+        failure = FailureEvent(email, event_kind, ip, agent, describe(agent))
         if not self._on():
             return Attempt(event_id=await self._count({}, failure))
         nonce = device_nonce(user.id) if user is not None else None

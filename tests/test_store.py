@@ -237,8 +237,8 @@ async def test_throttle_hits_are_all_or_nothing(store: Store) -> None:
 async def test_failure_event_is_provisional_and_same_for_unknown(store: Store) -> None:
     user = await store.insert_user("ada@example.com", "Ada", "hash", 1.0)
     assert user is not None
-    known = FailureEvent("ada@example.com", "sign-in failed", "10.0.0.1", "agent")
-    unknown = FailureEvent("ghost@example.com", "sign-in failed", "10.0.0.1", "agent")
+    known = FailureEvent("ada@example.com", "sign-in failed", "10.0.0.1", "agent", "Agent")
+    unknown = FailureEvent("ghost@example.com", "sign-in failed", "10.0.0.1", "agent", "Agent")
     first = await store.hit_throttles({"a": 9}, 100.0, 60, known)
     assert first.retry_after is None and first.event_id is not None
     assert await store.hit_throttles({"b": 9}, 100.0, 60, unknown) == Admission(None, None)

@@ -51,3 +51,8 @@ ALTER TABLE users ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE sessions ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
 -- Events are purged past EVENT_RETENTION (SPEC §8).
 CREATE INDEX events_created_at ON events (created_at);
+
+-- migration 3
+-- The device name ("Firefox 128 on Ubuntu"), parsed once when the row is written.
+ALTER TABLE sessions ADD COLUMN device TEXT NOT NULL DEFAULT '';
+ALTER TABLE events ADD COLUMN device TEXT NOT NULL DEFAULT '';

@@ -39,6 +39,7 @@ class SessionRecord:
     user_agent: str
     ip: str
     epoch: int = 0  # the user's credential epoch when the session was made
+    device: str = ""  # readable name parsed from user_agent when the session was made
     user: User | None = None
 
 
@@ -48,6 +49,7 @@ class Event:
     ip: str
     user_agent: str
     created_at: float
+    device: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class FailureEvent:
     kind: str
     ip: str
     user_agent: str
+    device: str
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,9 @@ class Store(Protocol):
 
     async def select_session_by_hash(self, token_hash: bytes) -> SessionRecord | None: ...
     async def insert_session(self, record: SessionRecord) -> None: ...
-    async def replace_session(self, old_hash: bytes | None, record: SessionRecord) -> None: ...
+    async def replace_session(
+        self, old_hash: bytes | None, record: SessionRecord, keep_per_user: int | None = None
+    ) -> int: ...
     async def merge_session_data(
         self, token_hash: bytes, changed: Mapping[str, Any], removed: list[str], now: float
     ) -> bool: ...
@@ -130,7 +135,7 @@ class Store(Protocol):
     async def delete_stale_throttle(self, cutoff: float, limit: int) -> int: ...
 
     async def insert_event(
-        self, user_id: int, kind: str, ip: str, user_agent: str, now: float
+        self, user_id: int, kind: str, ip: str, user_agent: str, now: float, device: str = ""
     ) -> None: ...
     async def select_events_of_user(self, user_id: int, limit: int) -> list[Event]: ...
     async def delete_old_events(self, cutoff: float, limit: int) -> int: ...

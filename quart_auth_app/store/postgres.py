@@ -14,11 +14,11 @@ from typing import Any
 import asyncpg
 
 from . import Admission, Event, Expiry, FailureEvent, SessionRecord, User
-from .postgres_db import PostgresDatabase
+from .postgres_db import PostgresDatabase, rows_changed
 
 SESSION_COLUMNS = """
     s.id, s.token_hash, s.user_id, s.data, s.remember, s.created_at, s.last_seen,
-    s.expires_at, s.user_agent, s.ip, s.epoch,
+    s.expires_at, s.user_agent, s.ip, s.epoch, s.device,
     u.email AS u_email, u.name AS u_name, u.password_hash AS u_password_hash,
     u.created_at AS u_created_at, u.epoch AS u_epoch
 """
@@ -26,8 +26,8 @@ USER_COLUMNS = "id, email, name, password_hash, created_at, epoch"
 
 INSERT_SESSION = """
     INSERT INTO sessions (id, token_hash, user_id, data, remember, created_at,
-                          last_seen, expires_at, user_agent, ip, epoch)
-    VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10, $11)
+                          last_seen, expires_at, user_agent, ip, epoch, device)
+    VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10, $11, $12)
 """
 
 
@@ -60,6 +60,7 @@ def _session(row: asyncpg.Record) -> SessionRecord:
         user_agent=row["user_agent"],
         ip=row["ip"],
         epoch=row["epoch"],
+        device=row["device"],
         user=user,
     )
 
@@ -77,6 +78,7 @@ def _session_args(record: SessionRecord) -> tuple[Any, ...]:
         record.user_agent,
         record.ip,
         record.epoch,
+        record.device,
     )
 
 
@@ -171,12 +173,29 @@ class PostgresStore(PostgresDatabase):
     async def insert_session(self, record: SessionRecord) -> None:
         await self._execute(INSERT_SESSION, *_session_args(record))
 
-    async def replace_session(self, old_hash: bytes | None, record: SessionRecord) -> None:
-        """Swap a session for a new one under a new token, atomically (rotation)."""
+    async def replace_session(
+        self, old_hash: bytes | None, record: SessionRecord, keep_per_user: int | None = None
+    ) -> int:
+        """Swap a session for a new one under a new token, atomically (rotation).
+
+        With `keep_per_user`, the user's least recently used sessions past that many end
+        in the same transaction; returns how many.
+        """
         async with self._connection() as db, db.transaction():
             if old_hash is not None:
                 await db.execute("DELETE FROM sessions WHERE token_hash = $1", old_hash)
             await db.execute(INSERT_SESSION, *_session_args(record))
+            if keep_per_user is None or record.user_id is None:
+                return 0
+            return rows_changed(
+                await db.execute(
+                    """DELETE FROM sessions WHERE id IN (
+                         SELECT id FROM sessions WHERE user_id = $1
+                         ORDER BY last_seen DESC, created_at DESC OFFSET $2)""",
+                    record.user_id,
+                    keep_per_user,
+                )
+            )
 
     async def merge_session_data(
         self, token_hash: bytes, changed: Mapping[str, Any], removed: list[str], now: float
@@ -288,12 +307,13 @@ class PostgresStore(PostgresDatabase):
                 event_id = None
                 if failure is not None and "\x00" not in failure.email:
                     event_id = await db.fetchval(
-                        """INSERT INTO events (user_id, kind, ip, user_agent, created_at)
-                           SELECT id, $1, $2, $3, $4 FROM users WHERE email = $5
+                        """INSERT INTO events (user_id, kind, ip, user_agent, device, created_at)
+                           SELECT id, $1, $2, $3, $4, $5 FROM users WHERE email = $6
                            RETURNING id""",
                         failure.kind,
                         failure.ip,
                         failure.user_agent,
+                        failure.device,
                         now,
                         failure.email,
                     )
@@ -327,26 +347,27 @@ class PostgresStore(PostgresDatabase):
     # security events
 
     async def insert_event(
-        self, user_id: int, kind: str, ip: str, user_agent: str, now: float
+        self, user_id: int, kind: str, ip: str, user_agent: str, now: float, device: str = ""
     ) -> None:
         await self._execute(
-            """INSERT INTO events (user_id, kind, ip, user_agent, created_at)
-               VALUES ($1, $2, $3, $4, $5)""",
+            """INSERT INTO events (user_id, kind, ip, user_agent, device, created_at)
+               VALUES ($1, $2, $3, $4, $5, $6)""",
             user_id,
             kind,
             ip,
             user_agent,
+            device,
             now,
         )
 
     async def select_events_of_user(self, user_id: int, limit: int) -> list[Event]:
         rows = await self._fetch(
-            """SELECT kind, ip, user_agent, created_at FROM events
+            """SELECT kind, ip, user_agent, created_at, device FROM events
                WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2""",
             user_id,
             limit,
         )
-        return [Event(row[0], row[1], row[2], row[3]) for row in rows]
+        return [Event(*row) for row in rows]
 
     async def delete_old_events(self, cutoff: float, limit: int) -> int:
         return await self._execute(

@@ -38,7 +38,7 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
-def _changed(status: str) -> int:
+def rows_changed(status: str) -> int:
     """The row count of a command status such as 'DELETE 3'."""
     return int(status.rsplit(" ", 1)[-1])
 
@@ -115,7 +115,7 @@ class PostgresDatabase:
 
     async def _execute(self, sql: str, *args: Any) -> int:
         async with self._connection() as db:
-            return _changed(await db.execute(sql, *args))
+            return rows_changed(await db.execute(sql, *args))
 
     async def migrate(self) -> int:
         """Run the migrations past the recorded version, once across every node; return it."""

@@ -14,7 +14,7 @@ TOUCH_BATCH = 500  # sessions per UPDATE (well under SQLite's bound-parameter li
 
 SESSION_COLUMNS = """
     s.id, s.token_hash, s.user_id, s.data, s.remember, s.created_at, s.last_seen,
-    s.expires_at, s.user_agent, s.ip, s.epoch,
+    s.expires_at, s.user_agent, s.ip, s.epoch, s.device,
     u.email AS u_email, u.name AS u_name, u.password_hash AS u_password_hash,
     u.created_at AS u_created_at, u.epoch AS u_epoch
 """
@@ -50,6 +50,7 @@ def _session(row: sqlite3.Row) -> SessionRecord:
         user_agent=row["user_agent"],
         ip=row["ip"],
         epoch=row["epoch"],
+        device=row["device"],
         user=user,
     )
 
@@ -67,14 +68,15 @@ def _session_params(record: SessionRecord) -> dict[str, Any]:
         "user_agent": record.user_agent,
         "ip": record.ip,
         "epoch": record.epoch,
+        "device": record.device,
     }
 
 
 INSERT_SESSION = """
     INSERT INTO sessions (id, token_hash, user_id, data, remember, created_at,
-                          last_seen, expires_at, user_agent, ip, epoch)
+                          last_seen, expires_at, user_agent, ip, epoch, device)
     VALUES (:id, :token_hash, :user_id, :data, :remember, :created_at,
-            :last_seen, :expires_at, :user_agent, :ip, :epoch)
+            :last_seen, :expires_at, :user_agent, :ip, :epoch, :device)
 """
 
 
@@ -178,14 +180,29 @@ class SQLiteStore(SQLiteDatabase):
         async with self._write() as db:
             await execute(db, INSERT_SESSION, _session_params(record))
 
-    async def replace_session(self, old_hash: bytes | None, record: SessionRecord) -> None:
-        """Swap a session for a new one under a new token, atomically (rotation)."""
+    async def replace_session(
+        self, old_hash: bytes | None, record: SessionRecord, keep_per_user: int | None = None
+    ) -> int:
+        """Swap a session for a new one under a new token, atomically (rotation).
+
+        With `keep_per_user`, the user's least recently used sessions past that many end
+        in the same transaction; returns how many.
+        """
         async with self._write() as db:
             if old_hash is not None:
                 await execute(
                     db, "DELETE FROM sessions WHERE token_hash = :hash", {"hash": old_hash}
                 )
             await execute(db, INSERT_SESSION, _session_params(record))
+            if keep_per_user is None or record.user_id is None:
+                return 0
+            return await execute(
+                db,
+                """DELETE FROM sessions WHERE id IN (
+                     SELECT id FROM sessions WHERE user_id = :user_id
+                     ORDER BY last_seen DESC, created_at DESC LIMIT -1 OFFSET :keep)""",
+                {"user_id": record.user_id, "keep": keep_per_user},
+            )
 
     async def merge_session_data(
         self, token_hash: bytes, changed: Mapping[str, Any], removed: list[str], now: float
@@ -306,13 +323,15 @@ class SQLiteStore(SQLiteDatabase):
                 if failure is None:
                     return Admission(None)
                 async with db.execute(
-                    """INSERT INTO events (user_id, kind, ip, user_agent, created_at)
-                       SELECT id, :kind, :ip, :agent, :now FROM users WHERE email = :email
+                    """INSERT INTO events (user_id, kind, ip, user_agent, device, created_at)
+                       SELECT id, :kind, :ip, :agent, :device, :now FROM users
+                       WHERE email = :email
                        RETURNING id""",
                     {
                         "kind": failure.kind,
                         "ip": failure.ip,
                         "agent": failure.user_agent,
+                        "device": failure.device,
                         "now": now,
                         "email": failure.email,
                     },
@@ -350,23 +369,30 @@ class SQLiteStore(SQLiteDatabase):
     # security events
 
     async def insert_event(
-        self, user_id: int, kind: str, ip: str, user_agent: str, now: float
+        self, user_id: int, kind: str, ip: str, user_agent: str, now: float, device: str = ""
     ) -> None:
         async with self._write() as db:
             await execute(
                 db,
-                """INSERT INTO events (user_id, kind, ip, user_agent, created_at)
-                   VALUES (:user_id, :kind, :ip, :user_agent, :now)""",
-                {"user_id": user_id, "kind": kind, "ip": ip, "user_agent": user_agent, "now": now},
+                """INSERT INTO events (user_id, kind, ip, user_agent, device, created_at)
+                   VALUES (:user_id, :kind, :ip, :user_agent, :device, :now)""",
+                {
+                    "user_id": user_id,
+                    "kind": kind,
+                    "ip": ip,
+                    "user_agent": user_agent,
+                    "device": device,
+                    "now": now,
+                },
             )
 
     async def select_events_of_user(self, user_id: int, limit: int) -> list[Event]:
         rows = await self._read(
-            """SELECT kind, ip, user_agent, created_at FROM events
+            """SELECT kind, ip, user_agent, created_at, device FROM events
                WHERE user_id = :user_id ORDER BY created_at DESC, id DESC LIMIT :limit""",
             {"user_id": user_id, "limit": limit},
         )
-        return [Event(row[0], row[1], row[2], row[3]) for row in rows]
+        return [Event(*row) for row in rows]
 
     async def delete_old_events(self, cutoff: float, limit: int) -> int:
         async with self._write() as db:

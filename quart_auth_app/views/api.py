@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from quart import Blueprint, Response, request
 from quart_schema import document_response, validate_request, validate_response
 
+from ..agents import describe
 from ..auth import (
     authenticate,
     change_password,
@@ -62,6 +63,7 @@ class SessionOut:
     id: str
     current: bool
     user_agent: str
+    device: str  # readable, e.g. "Firefox 128 on Ubuntu"
     ip: str
     created_at: float
     last_seen: float
@@ -171,6 +173,7 @@ async def api_sessions() -> SessionsOut:
                 id=r.id,
                 current=r.token_hash == mine,
                 user_agent=r.user_agent,
+                device=r.device or describe(r.user_agent),
                 ip=r.ip,
                 created_at=r.created_at,
                 last_seen=r.last_seen,

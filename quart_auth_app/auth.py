@@ -6,6 +6,7 @@ Vocabulary from Django's contrib.auth: `authenticate` checks credentials,
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial, wraps
@@ -31,6 +32,7 @@ from .validation import (
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 INVALID_CREDENTIALS = "Invalid credentials. Please try again."
 
@@ -66,6 +68,13 @@ def signed_in_user() -> User:
     if user is None:
         raise from_status(401)
     return user
+
+
+async def finish(work: Awaitable[T]) -> T:
+    """Run a security write to its end even if the client hangs up meanwhile (Quart then
+    cancels the view): a logout, a revocation or a credential change, once begun, is never
+    left undone (SPEC §7, all or nothing)."""
+    return await asyncio.shield(work)
 
 
 async def record_event(user: User, kind: str) -> None:
@@ -163,10 +172,10 @@ async def login_user(user: User, remember: bool = False) -> None:
 async def logout_user() -> None:
     """Delete the session row now; the cookie ends with the response."""
     current = server_session()
+    if current.token_hash is not None:
+        await finish(store().delete_session_by_hash(current.token_hash))
     if current.user is not None:
         await record_event(current.user, "sign-out")
-    if current.token_hash is not None:
-        await store().delete_session_by_hash(current.token_hash)
     current.clear()
     current.user, current.login_as, current.ended = None, None, True
 
@@ -198,14 +207,18 @@ async def change_password(user: User, data: Mapping[str, Any]) -> None:
     if problem:
         raise invalid_input({"new_password": problem})
     current = server_session()
-    changed = await store().change_user_password(
-        user.id, await hasher().hash(new_password), current.token_hash
-    )
+    new_hash = await hasher().hash(new_password)
+    changed = await finish(store().change_user_password(user.id, new_hash, current.token_hash))
     if changed is None:  # the account was deleted meanwhile
         raise from_status(401)
     current.login_as = (changed, current.record.remember if current.record else False)
     current.user = changed
     await record_event(changed, "password changed")
+
+
+def _session_id() -> str:
+    record = server_session().record
+    return record.id if record is not None else ""
 
 
 async def list_sessions(user: User) -> list[SessionRecord]:
@@ -215,15 +228,22 @@ async def list_sessions(user: User) -> list[SessionRecord]:
 
 async def revoke_session(user: User, session_id: str) -> None:
     """End one of the user's own sessions; 404 for any id that is not theirs."""
-    if not await store().delete_session_of_user(user.id, session_id):
+    mine = _session_id()
+    await throttle().check_session_write(mine)
+    if not await finish(store().delete_session_of_user(user.id, session_id)):
         raise AppError(404, "not_found", "There is no such session.")
+    await throttle().count_session_write(mine)
     await record_event(user, "session revoked")
 
 
 async def revoke_other_sessions(user: User) -> int:
     """End every session of the user but this one; return how many ended."""
-    count = await store().delete_sessions_of_user(user.id, except_hash=server_session().token_hash)
+    mine = _session_id()
+    await throttle().check_session_write(mine)
+    except_hash = server_session().token_hash
+    count = await finish(store().delete_sessions_of_user(user.id, except_hash=except_hash))
     if count:  # revoking nothing writes nothing (SPEC §7)
+        await throttle().count_session_write(mine)
         await record_event(user, "other sessions revoked")
     return count
 

@@ -24,11 +24,14 @@ DEFAULTS: dict[str, Any] = {
     "THROTTLE_ADDRESS_FAILURES": 100,
     "THROTTLE_SIGNUPS_PER_ADDRESS": 20,
     "THROTTLE_WINDOW": 900,
+    "THROTTLE_SESSION_WRITES": 30,  # revocations one session may make per window
     "THROTTLE_DEVICE_FAILURES": 10,  # failed sign-ins from one known browser (device cookie)
     "DEVICE_COOKIE_NAME": "device",
     "DEVICE_COOKIE_LIFETIME": 31536000,  # a year: the browser stays known to the account
     "EVENT_RETENTION": 31536000,  # seconds security events are kept
     "MAX_SESSIONS_PER_USER": 100,  # past this, a sign-in ends the least recently used one
+    "SESSION_MAX_FLASHES": 10,  # unread flash messages kept per session, newest first
+    "SESSION_MAX_BYTES": 4096,  # session data size; the oldest flashes go past it
     "TRUSTED_PROXY_HOPS": 0,  # how many reverse proxies set X-Forwarded-For
     "MAX_CONTENT_LENGTH": 65536,
     "MAX_FORM_PARTS": 32,  # fields per form body (413 past it); Quart's default is 1,000

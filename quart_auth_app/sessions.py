@@ -32,6 +32,7 @@ MAX_COOKIE_LENGTH = 128
 MAX_AGENT_LENGTH = 512
 TOUCH_EVERY_MAX = 60.0  # last_seen is refreshed at least this often (seconds)...
 TOUCH_FRACTION = 0.1  # ...and at least every tenth of the idle timeout
+FLASHES = "_flashes"  # where Quart's flash() keeps its messages
 PURGE_BATCH = 1000  # rows per purge transaction: a few ms of write lock each
 
 
@@ -67,6 +68,17 @@ class ServerSession(dict[str, Any], SessionMixin):
     @property
     def token_hash(self) -> bytes | None:
         return self.record.token_hash if self.record and not self.ended else None
+
+    def bound(self, max_flashes: int, max_bytes: int) -> None:
+        """Keep the data small: the newest `max_flashes` flashes, and the oldest ones
+        dropped while the data is over `max_bytes` (an API client never reads them)."""
+        flashes = self.get(FLASHES)
+        if not isinstance(flashes, list):
+            return
+        if len(flashes) > max_flashes:
+            flashes = self[FLASHES] = flashes[-max_flashes:]
+        while flashes and len(json.dumps(self)) > max_bytes:
+            flashes = self[FLASHES] = flashes[1:]
 
     def changes(self) -> tuple[dict[str, Any], list[str]]:
         """Keys set or changed since load, and keys removed (in-place edits included)."""
@@ -144,6 +156,7 @@ class ServerSessionInterface(SessionInterface):
 
     async def _save(self, app: Quart, session: ServerSession, response: Response) -> None:
         now = time.time()
+        session.bound(int(app.config["SESSION_MAX_FLASHES"]), int(app.config["SESSION_MAX_BYTES"]))
         if session.login_as is not None:
             await self._start(app, session, response, now)
         elif session.token_hash is None:

@@ -78,6 +78,14 @@ class Throttle:
     def _on(self) -> bool:
         return bool(current_app.config["THROTTLE_ENABLED"])
 
+    async def _refuse_if_full(self, limits: dict[str, int]) -> None:
+        """429 when a key has used its limit; only reads, so a refused flood writes nothing."""
+        now, window = time.time(), float(current_app.config["THROTTLE_WINDOW"])
+        for key, limit in limits.items():
+            state = await self.store.select_throttle(key, now, window)
+            if state is not None and state[0] >= limit:
+                raise _too_many(state[1] + window - now)
+
     async def _count(
         self, limits: dict[str, int], failure: FailureEvent | None = None
     ) -> int | None:
@@ -87,11 +95,8 @@ class Throttle:
         the attempt before it runs, so concurrent attempts cannot overshoot a limit.
         Returns the provisional failure event's id, if one was recorded.
         """
+        await self._refuse_if_full(limits)
         now, window = time.time(), float(current_app.config["THROTTLE_WINDOW"])
-        for key, limit in limits.items():
-            state = await self.store.select_throttle(key, now, window)
-            if state is not None and state[0] >= limit:
-                raise _too_many(state[1] + window - now)
         admission = await self.store.hit_throttles(limits, now, window, failure)
         if admission.retry_after is not None:
             raise _too_many(admission.retry_after)
@@ -139,3 +144,16 @@ class Throttle:
         if self._on():
             key = self.key("signup", client_network())
             await self._count({key: int(current_app.config["THROTTLE_SIGNUPS_PER_ADDRESS"])})
+
+    def _session_writes(self, session_id: str) -> dict[str, int]:
+        return {self.key("writes", session_id): int(current_app.config["THROTTLE_SESSION_WRITES"])}
+
+    async def check_session_write(self, session_id: str) -> None:
+        """429 when this session has made too many account changes (revocations) lately."""
+        if self._on():
+            await self._refuse_if_full(self._session_writes(session_id))
+
+    async def count_session_write(self, session_id: str) -> None:
+        """Count an account change this session made (one that changed something)."""
+        if self._on():
+            await self._count(self._session_writes(session_id))

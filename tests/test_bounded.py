@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -11,8 +12,9 @@ from quart import Quart
 from quart.testing import QuartClient
 
 from quart_auth_app import agents
+from quart_auth_app.sessions import ServerSession
 from quart_auth_app.store import User
-from quart_auth_app.testing import create_user
+from quart_auth_app.testing import authenticated_client, create_user, login_session
 
 CAP = 3
 FIREFOX = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
@@ -78,3 +80,38 @@ async def test_the_parser_sees_a_bounded_prefix(monkeypatch: pytest.MonkeyPatch)
     agents.describe.cache_clear()
     agents.describe("Mozilla/5.0 " + "x" * 5000)
     assert [len(ua) for ua in seen] == [agents.PARSED_PREFIX]
+
+
+async def test_unread_flashes_are_capped(app: Quart, user: User) -> None:
+    """An API client that triggers HTML flashes and never reads them: the row stays small."""
+    client = await authenticated_client(app, user)
+    for _ in range(40):
+        response = await client.post("/account/sessions/revoke-others")
+        assert response.status_code == 303
+    [(data,)] = rows(app, "SELECT data FROM sessions WHERE user_id = ?", user.id)
+    assert len(data) <= app.config["SESSION_MAX_BYTES"]
+    flashes = json.loads(data)["_flashes"]
+    assert len(flashes) == app.config["SESSION_MAX_FLASHES"]
+    page = await (await client.get("/account")).get_data(as_text=True)
+    assert page.count("Signed out 0 other session(s).") == app.config["SESSION_MAX_FLASHES"]
+
+
+async def test_big_flashes_are_dropped_oldest_first(app: Quart) -> None:
+    session = ServerSession()
+    session["_flashes"] = [("info", f"{n}:" + "x" * 1000) for n in range(8)]
+    session.bound(max_flashes=10, max_bytes=4096)
+    assert [m.split(":")[0] for _, m in session["_flashes"]] == ["4", "5", "6", "7"]
+    assert len(json.dumps(session)) <= 4096
+
+
+async def test_revocations_are_rate_limited_per_session(app: Quart, user: User) -> None:
+    limit = int(app.config["THROTTLE_SESSION_WRITES"])
+    client = await authenticated_client(app, user)
+    for _ in range(limit):
+        await login_session(app, user)
+        assert (await client.post("/api/sessions/revoke-others", json={})).status_code == 200
+    await login_session(app, user)
+    refused = await client.post("/api/sessions/revoke-others", json={})
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    other = await authenticated_client(app, user)  # another session of the same user: its own
+    assert (await other.post("/api/sessions/revoke-others", json={})).status_code == 200

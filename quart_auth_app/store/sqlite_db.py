@@ -173,6 +173,9 @@ class SQLiteDatabase:
                 raise
             try:
                 yield db
+            except sqlite3.Error as exc:  # a failing statement (disk, I/O): nothing written
+                await db.rollback()
+                raise StoreUnavailable(str(exc)) from exc
             except BaseException:
                 await db.rollback()
                 raise

@@ -114,7 +114,9 @@ def init_security(app: Quart) -> None:
         for name, value in HEADERS.items():
             if name.lower() not in present:
                 response.headers[name] = value
-        if request.endpoint != "static":
+        # Static files may be cached; anything else under /static/ (a 404 page, which shows
+        # who is signed in and their flashes) is as private as every other page.
+        if request.endpoint != "static" or response.status_code >= 300:
             response.headers["Cache-Control"] = "no-store"
             response.vary.add("Cookie")
         for name in ("Server", "Access-Control-Allow-Origin"):

@@ -425,6 +425,13 @@ async def test_static_files_may_be_cached(client: QuartClient) -> None:
     assert "no-store" not in response.headers.get("Cache-Control", "")
 
 
+async def test_a_missing_static_file_is_not_cached(auth_client: QuartClient) -> None:
+    """The 404 page is rendered in the layout (who is signed in, their flashes): private."""
+    response = await auth_client.get("/static/no-such-file.css")
+    assert response.status_code == 404
+    _no_store(response)
+
+
 # --- nothing reveals the server ------------------------------------------------------------------
 
 

@@ -221,9 +221,13 @@ def _session_id() -> str:
     return record.id if record is not None else ""
 
 
-async def list_sessions(user: User) -> list[SessionRecord]:
-    """The user's live sessions, most recently used first."""
-    return await store().select_sessions_of_user(user.id, expiry(current_app.config, time.time()))
+async def list_sessions(
+    user: User, offset: int = 0, limit: int = 50
+) -> tuple[list[SessionRecord], bool]:
+    """A page of the user's live sessions, most recently used first, and whether more follow."""
+    cutoffs = expiry(current_app.config, time.time())
+    records = await store().select_sessions_of_user(user.id, cutoffs, limit + 1, offset)
+    return records[:limit], len(records) > limit
 
 
 async def revoke_session(user: User, session_id: str) -> None:

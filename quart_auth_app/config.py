@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "PASSWORD_MAX_LENGTH": 1024,
     "PASSWORD_MIN_SCORE": 2,  # zxcvbn score 0-4
     "EVENTS_SHOWN": 20,
+    "PAGE_SIZE": 20,  # sessions per page of /account
 }
 
 

@@ -115,3 +115,34 @@ async def test_revocations_are_rate_limited_per_session(app: Quart, user: User) 
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
     other = await authenticated_client(app, user)  # another session of the same user: its own
     assert (await other.post("/api/sessions/revoke-others", json={})).status_code == 200
+
+
+async def test_api_sessions_are_paginated(app: Quart, user: User) -> None:
+    client = await authenticated_client(app, user)
+    for _ in range(4):
+        await login_session(app, user)
+    seen: list[str] = []
+    offset: int | None = 0
+    while offset is not None:
+        page = await (await client.get(f"/api/sessions?limit=2&offset={offset}")).get_json()
+        assert len(page["sessions"]) <= 2
+        seen += [s["id"] for s in page["sessions"]]
+        offset = page["next_offset"]
+    assert len(seen) == len(set(seen)) == 5
+    for bad in ("limit=0", "limit=101", "offset=-1", "limit=abc"):
+        response = await client.get(f"/api/sessions?{bad}")
+        assert response.status_code == 400, bad
+        assert (await response.get_json())["error"] == "invalid_input"
+
+
+async def test_account_page_is_paginated(app: Quart, user: User) -> None:
+    app.config["PAGE_SIZE"] = 2
+    client = await authenticated_client(app, user)
+    for _ in range(2):
+        await login_session(app, user)
+    first = await (await client.get("/account")).get_data(as_text=True)
+    assert first.count('class="device"') == 2 and "Older sessions" in first
+    second = await (await client.get("/account?page=2")).get_data(as_text=True)
+    assert second.count('class="device"') == 1 and "Newer sessions" in second
+    odd = await client.get("/account?page=99999999999999")
+    assert odd.status_code == 200

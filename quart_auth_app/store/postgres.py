@@ -221,16 +221,20 @@ class PostgresStore(PostgresDatabase):
     async def delete_session_by_hash(self, token_hash: bytes) -> None:
         await self._execute("DELETE FROM sessions WHERE token_hash = $1", token_hash)
 
-    async def select_sessions_of_user(self, user_id: int, expiry: Expiry) -> list[SessionRecord]:
+    async def select_sessions_of_user(
+        self, user_id: int, expiry: Expiry, limit: int = 1000, offset: int = 0
+    ) -> list[SessionRecord]:
         rows = await self._fetch(
             f"""SELECT {SESSION_COLUMNS} FROM sessions AS s
                 LEFT JOIN users AS u ON u.id = s.user_id
                 WHERE s.user_id = $1 AND s.epoch = u.epoch AND s.expires_at > $2
                   AND (s.remember OR s.last_seen > $3)
-                ORDER BY s.last_seen DESC""",
+                ORDER BY s.last_seen DESC, s.id LIMIT $4 OFFSET $5""",
             user_id,
             expiry.now,
             expiry.idle_cutoff,
+            limit,
+            offset,
         )
         return [_session(row) for row in rows]
 

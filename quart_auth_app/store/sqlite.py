@@ -238,14 +238,22 @@ class SQLiteStore(SQLiteDatabase):
         async with self._write() as db:
             await execute(db, "DELETE FROM sessions WHERE token_hash = :hash", {"hash": token_hash})
 
-    async def select_sessions_of_user(self, user_id: int, expiry: Expiry) -> list[SessionRecord]:
+    async def select_sessions_of_user(
+        self, user_id: int, expiry: Expiry, limit: int = 1000, offset: int = 0
+    ) -> list[SessionRecord]:
         rows = await self._read(
             f"""SELECT {SESSION_COLUMNS} FROM sessions AS s
                 LEFT JOIN users AS u ON u.id = s.user_id
                 WHERE s.user_id = :user_id AND s.epoch = u.epoch AND s.expires_at > :now
                   AND (s.remember = 1 OR s.last_seen > :idle_cutoff)
-                ORDER BY s.last_seen DESC""",
-            {"user_id": user_id, "now": expiry.now, "idle_cutoff": expiry.idle_cutoff},
+                ORDER BY s.last_seen DESC, s.id LIMIT :limit OFFSET :offset""",
+            {
+                "user_id": user_id,
+                "now": expiry.now,
+                "idle_cutoff": expiry.idle_cutoff,
+                "limit": limit,
+                "offset": offset,
+            },
         )
         return [_session(row) for row in rows]
 

@@ -20,16 +20,28 @@ from .pages import render_form
 
 bp = Blueprint("account", __name__)
 
+MAX_PAGE = 10_000
+
+
+def _page_number() -> int:
+    """The `page` query parameter (1-based); anything else is the first page."""
+    raw = request.args.get("page", "1")
+    return max(1, min(MAX_PAGE, int(raw))) if raw.isdigit() and len(raw) < 6 else 1
+
 
 async def _page(error: AppError | None = None) -> Response:
     user = signed_in_user()
-    sessions = await list_sessions(user)
+    size = int(current_app.config["PAGE_SIZE"])
+    page = _page_number()
+    sessions, more = await list_sessions(user, (page - 1) * size, size)
     events = await store().select_events_of_user(user.id, int(current_app.config["EVENTS_SHOWN"]))
     return await render_form(
         "account.html",
         error,
         user=user,
         sessions=sessions,
+        page=page,
+        more_sessions=more,
         current_hash=server_session().token_hash,
         events=events,
     )

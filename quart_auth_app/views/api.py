@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
+from pydantic import Field
 from quart import Blueprint, Response, request
-from quart_schema import document_response, validate_request, validate_response
+from quart_schema import (
+    document_response,
+    validate_querystring,
+    validate_request,
+    validate_response,
+)
 
 from ..agents import describe
 from ..auth import (
@@ -74,6 +81,13 @@ class SessionOut:
 @dataclass
 class SessionsOut:
     sessions: list[SessionOut]
+    next_offset: int | None = None  # pass as `offset` for the next page; None: no more
+
+
+@dataclass
+class PageQuery:
+    limit: Annotated[int, Field(ge=1, le=100)] = 50
+    offset: Annotated[int, Field(ge=0, le=100_000)] = 0
 
 
 @dataclass
@@ -159,15 +173,18 @@ async def api_logout() -> Response:
 
 
 @bp.get("/sessions")
+@validate_querystring(PageQuery)
 @validate_response(SessionsOut, 200)
+@document_response(ErrorOut, 400)
 @document_response(ErrorOut, 401)
 @login_required
-async def api_sessions() -> SessionsOut:
-    """The signed-in user's active sessions."""
+async def api_sessions(query_args: PageQuery) -> SessionsOut:
+    """The signed-in user's active sessions, most recently used first, a page at a time."""
     user = signed_in_user()
     mine = server_session().token_hash
-    records = await list_sessions(user)
+    records, more = await list_sessions(user, query_args.offset, query_args.limit)
     return SessionsOut(
+        next_offset=query_args.offset + len(records) if more else None,
         sessions=[
             SessionOut(
                 id=r.id,
@@ -181,7 +198,7 @@ async def api_sessions() -> SessionsOut:
                 remember=r.remember,
             )
             for r in records
-        ]
+        ],
     )
 
 

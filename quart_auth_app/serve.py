@@ -7,12 +7,14 @@ every worker, as it should, but then returns 0: its last `_join_exited` runs on 
 workers it has just asked to stop and overwrites the failure
 (pgjones/hypercorn#269). A supervisor then sees a clean stop and a deployment
 script carries on with a server that never served. Here the first failure is
-remembered and becomes the exit status.
+remembered and becomes the exit status. It also raises the open-file limit
+(`raise_open_file_limit`).
 """
 
 from __future__ import annotations
 
 import logging
+import resource
 import sys
 from multiprocessing.process import BaseProcess
 
@@ -20,12 +22,30 @@ import hypercorn.run
 from hypercorn.__main__ import main as hypercorn_main
 
 APP = "quart_auth_app:create_app()"
+OPEN_FILES_WITHOUT_HARD_LIMIT = 65536
 
 log = logging.getLogger(__name__)
 
 
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit; return the limit.
+
+    Every connection holds a descriptor. With the common soft limit of 1,024, a few
+    thousand idle or slow clients (each may hold its connection for the 75 s keep-alive)
+    exhausted it and the server refused everyone, /healthz included. The workers inherit
+    the raised limit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = OPEN_FILES_WITHOUT_HARD_LIMIT if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    return soft
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run Hypercorn on this app with `argv` (Hypercorn's options); return its exit status."""
+    raise_open_file_limit()
     failures: list[int] = []
     join_exited = hypercorn.run._join_exited
 

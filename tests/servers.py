@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import TypeVar
@@ -97,12 +99,20 @@ class Server:
         return found
 
 
+def _limit_open_files(soft: int) -> None:
+    """In the child before exec: start it with this soft limit on open files."""
+    resource.setrlimit(
+        resource.RLIMIT_NOFILE, (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    )
+
+
 def start(
     tmp_path: Path,
     env: Mapping[str, str],
     workers: int | None = 2,
     port: int | None = None,
     app: str = APP,
+    open_files: int | None = None,
 ) -> Server:
     """Start Hypercorn as users run it (hypercorn.toml) and wait until /healthz answers.
 
@@ -130,6 +140,7 @@ def start(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=None if open_files is None else partial(_limit_open_files, open_files),
         )
     server = Server(process, port, log)
     deadline = time.monotonic() + 30

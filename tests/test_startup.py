@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import resource
 import socket
 import sqlite3
 import stat
@@ -225,3 +226,17 @@ def test_an_oversized_request_head_is_refused(tmp_path: Path) -> None:
             # between 16 and ~80 KiB may pass; this one cannot.
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000)
             assert sock.recv(64).startswith(b"HTTP/1.1 431 ")
+
+
+@pytest.mark.integration
+def test_workers_run_with_the_open_file_limit_raised(tmp_path: Path) -> None:
+    """A soft limit of 1,024 descriptors let a few thousand idle clients refuse everyone."""
+    env = {"QUART_DATABASE": str(tmp_path / "app.sqlite3")}
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard <= 1024:
+        pytest.skip("the hard limit itself is 1,024: nothing to raise to")
+    with running(tmp_path, env, workers=2, open_files=1024) as server:
+        for pid in server.worker_pids():
+            limits = Path(f"/proc/{pid}/limits").read_text()
+            [line] = [row for row in limits.splitlines() if row.startswith("Max open files")]
+            assert int(line.split()[3]) > 1024, line

@@ -255,12 +255,18 @@ class PostgresStore(PostgresDatabase):
         )
 
     async def delete_expired_sessions(self, expiry: Expiry, limit: int) -> int:
+        # The purge's deletes (here and below) pick rows in index order and delete by primary
+        # key through `= ANY(ARRAY(...))`: without ORDER BY the planner scanned the table for
+        # the rows past the cutoff (30 ms a batch behind 300k live rows), and with IN it
+        # joined by scanning all of throttle (110 ms a batch).
         return await self._execute(
-            """DELETE FROM sessions WHERE id IN (
-                 SELECT id FROM sessions WHERE expires_at <= $1
+            """DELETE FROM sessions WHERE id = ANY(ARRAY(
+                 (SELECT id FROM sessions WHERE expires_at <= $1 ORDER BY expires_at LIMIT $3)
                  UNION ALL
-                 SELECT id FROM sessions WHERE NOT remember AND last_seen <= $2
-                 LIMIT $3)""",
+                 (SELECT id FROM sessions
+                  WHERE NOT remember AND last_seen <= $2 AND expires_at > $1
+                  ORDER BY last_seen LIMIT $3)
+                 LIMIT $3))""",
             expiry.now,
             expiry.idle_cutoff,
             limit,
@@ -342,8 +348,9 @@ class PostgresStore(PostgresDatabase):
 
     async def delete_stale_throttle(self, cutoff: float, limit: int) -> int:
         return await self._execute(
-            """DELETE FROM throttle WHERE key IN (
-                 SELECT key FROM throttle WHERE window_start <= $1 LIMIT $2)""",
+            """DELETE FROM throttle WHERE key = ANY(ARRAY(
+                 SELECT key FROM throttle WHERE window_start <= $1
+                 ORDER BY window_start LIMIT $2))""",
             cutoff,
             limit,
         )
@@ -375,8 +382,8 @@ class PostgresStore(PostgresDatabase):
 
     async def delete_old_events(self, cutoff: float, limit: int) -> int:
         return await self._execute(
-            """DELETE FROM events WHERE id IN (
-                 SELECT id FROM events WHERE created_at < $1 LIMIT $2)""",
+            """DELETE FROM events WHERE id = ANY(ARRAY(
+                 SELECT id FROM events WHERE created_at < $1 ORDER BY created_at LIMIT $2))""",
             cutoff,
             limit,
         )

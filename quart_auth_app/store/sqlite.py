@@ -282,7 +282,8 @@ class SQLiteStore(SQLiteDatabase):
                 """DELETE FROM sessions WHERE id IN (
                      SELECT id FROM sessions WHERE expires_at <= :now
                      UNION ALL
-                     SELECT id FROM sessions WHERE remember = 0 AND last_seen <= :idle_cutoff
+                     SELECT id FROM sessions
+                     WHERE remember = 0 AND last_seen <= :idle_cutoff AND expires_at > :now
                      LIMIT :limit)""",
                 {"now": expiry.now, "idle_cutoff": expiry.idle_cutoff, "limit": limit},
             )

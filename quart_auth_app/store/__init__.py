@@ -8,6 +8,7 @@ shared engine for several nodes (SPEC §9). Views and domain code only ever see
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -88,6 +89,12 @@ class Store(Protocol):
     async def close(self) -> None: ...
     async def migrate(self) -> int: ...
     async def ping(self) -> None: ...
+    def maintenance(self) -> AbstractAsyncContextManager[bool]:
+        """Yield True while this process alone may purge (across workers and nodes), else False.
+
+        Never waits for the lock: a process that does not get it skips the round.
+        """
+        ...
 
     async def insert_user(
         self, email: str, name: str, password_hash: str, now: float

@@ -26,6 +26,7 @@ COMMAND_TIMEOUT = 10.0  # seconds for one statement
 OPERATION_TIMEOUT = 15.0  # seconds for a whole store call, waiting for the pool included
 CLOSE_TIMEOUT = 5.0
 MIGRATION_LOCK = 0x5155_4155_5448  # pg_advisory_xact_lock key: "QUAUTH"
+MAINTENANCE_LOCK = 0x5155_4155_5450  # pg_try_advisory_lock key of the purge: "QUAUTP"
 
 # Errors that mean "the database is not there right now", never "the query is wrong".
 UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -108,6 +109,38 @@ class PostgresDatabase:
                 yield db
         except UNAVAILABLE as exc:
             raise StoreUnavailable(f"PostgreSQL: {exc!r}") from exc
+
+    @asynccontextmanager
+    async def maintenance(self) -> AsyncIterator[bool]:
+        """Yield True while this process holds the maintenance lock, False if another does.
+
+        A session advisory lock, so one process across every node purges at a time and the
+        others skip the round. It lives on a connection of its own, outside the pool: the
+        work needs pooled connections (a pool of one would deadlock) and may outlast
+        OPERATION_TIMEOUT, which bounds only taking the lock here.
+        """
+        await self._ready()
+        try:
+            db = await asyncpg.connect(
+                self.url,
+                timeout=CONNECT_TIMEOUT,
+                command_timeout=COMMAND_TIMEOUT,
+                server_settings={"application_name": "quart_auth_app maintenance"},
+            )
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL: {exc!r}") from exc
+        try:
+            try:
+                mine = bool(await db.fetchval("SELECT pg_try_advisory_lock($1)", MAINTENANCE_LOCK))
+            except UNAVAILABLE as exc:
+                raise StoreUnavailable(f"PostgreSQL: {exc!r}") from exc
+            yield mine
+        finally:
+            # Ending the session releases the lock.
+            try:
+                await db.close(timeout=CLOSE_TIMEOUT)
+            except (*UNAVAILABLE, asyncpg.PostgresError):
+                db.terminate()
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async with self._connection() as db:

@@ -27,6 +27,8 @@ READERS = 2
 OPEN_LOCK_TIMEOUT = 60.0  # seconds a worker waits for another to prepare the file
 OPEN_LOCK_POLL = 0.05
 FILE_MODE = 0o600  # the database holds password hashes and session tokens (SPEC §8)
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes a checkpointed WAL is cut back to (SPEC §8)
+CHECKPOINT_BUSY_MS = 250  # longest a WAL truncation holds writers up, waiting for old readers
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ def _own_files(path: str) -> None:
     keeps them private; files an older version left 0644 are tightened here.
     """
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE))
-    for name in (path, f"{path}-wal", f"{path}-shm", f"{path}.lock"):
+    for name in (path, f"{path}-wal", f"{path}-shm", f"{path}.lock", f"{path}.purge.lock"):
         try:
             if os.stat(name).st_mode & 0o777 != FILE_MODE:
                 os.chmod(name, FILE_MODE)
@@ -74,6 +76,17 @@ async def _exclusive(path: str) -> AsyncIterator[None]:
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _try_flock(path: str) -> int | None:
+    """A descriptor holding an exclusive flock on the file `path`, or None if another has it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 class SQLiteDatabase:
@@ -126,6 +139,8 @@ class SQLiteDatabase:
                     await asyncio.to_thread(_own_files, self.path)
                     opened.append(await self._connect())
                     await execute(opened[0], "PRAGMA journal_mode = WAL")
+                    # Without it a WAL, once grown by a large transaction, never shrank back.
+                    await execute(opened[0], f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
                     opened += [await self._connect() for _ in range(READERS)]
                     self._writer, self._readers = opened[0], opened[1:]
                     await self.migrate()
@@ -173,7 +188,7 @@ class SQLiteDatabase:
                 raise
             try:
                 yield db
-            except sqlite3.Error as exc:  # a failing statement (disk, I/O): nothing written
+            except sqlite3.OperationalError as exc:  # disk, I/O, lock: nothing is written
                 await db.rollback()
                 raise StoreUnavailable(str(exc)) from exc
             except BaseException:
@@ -199,6 +214,41 @@ class SQLiteDatabase:
                 await db.execute_fetchall(sql, params)
             except sqlite3.Error as exc:
                 raise StoreUnavailable(str(exc)) from exc
+
+    @asynccontextmanager
+    async def maintenance(self) -> AsyncIterator[bool]:
+        """Yield True while this process holds the maintenance lock, False if another does.
+
+        A flock on `<db>.purge.lock` lets one worker sharing the file purge at a time; the
+        others skip the round instead of queueing behind it. Leaving, the holder truncates
+        the WAL its deletes grew.
+        """
+        fd = await asyncio.to_thread(_try_flock, f"{self.path}.purge.lock")
+        if fd is None:
+            yield False
+            return
+        try:
+            yield True
+            await self._truncate_wal()
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    async def _truncate_wal(self) -> None:
+        """Checkpoint the WAL and cut it to zero bytes, unless readers hold it past a short wait.
+
+        TRUNCATE holds the write lock while it waits for readers of older snapshots, so the
+        wait is kept short; a WAL left long then is trimmed to JOURNAL_SIZE_LIMIT later, by
+        the first write after a checkpoint that caught up.
+        """
+        db = await self._writer_db()
+        async with self._write_lock:
+            try:
+                await execute(db, f"PRAGMA busy_timeout = {CHECKPOINT_BUSY_MS}")
+                await execute(db, "PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                log.warning("WAL checkpoint of %s skipped: %s", self.path, exc)
+            finally:
+                await execute(db, f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     async def _read(
         self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] = ()

@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "THROTTLE_ADDRESS_FAILURES": 100,
     "THROTTLE_SIGNUPS_PER_ADDRESS": 20,
     "THROTTLE_WINDOW": 900,
+    "THROTTLE_IN_FLIGHT_WAIT": 1.0,  # seconds a full key's newest attempts may still be running
     "THROTTLE_SESSION_WRITES": 30,  # revocations one session may make per window
     "THROTTLE_DEVICE_FAILURES": 10,  # failed sign-ins from one known browser (device cookie)
     "DEVICE_COOKIE_NAME": "device",

@@ -8,6 +8,7 @@ the account (`devices.py`) is counted on its own, so the owner survives a lockou
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
@@ -44,6 +45,9 @@ def client_network() -> str:
     return str(ip)
 
 
+IN_FLIGHT_POLL = 0.05  # seconds between looks at a full key while others are in flight
+
+
 def _too_many(retry_after: float) -> AppError:
     wait = max(1, math.ceil(retry_after))
     return AppError(
@@ -78,13 +82,26 @@ class Throttle:
     def _on(self) -> bool:
         return bool(current_app.config["THROTTLE_ENABLED"])
 
-    async def _refuse_if_full(self, limits: dict[str, int]) -> None:
-        """429 when a key has used its limit; only reads, so a refused flood writes nothing."""
+    async def _full(self, limits: dict[str, int]) -> tuple[float, bool] | None:
+        """(seconds to wait, counted lately) for a key that has used its limit, else None.
+
+        Only reads, so a refused flood writes nothing. "Counted lately" (within
+        THROTTLE_IN_FLIGHT_WAIT): attempts counted then may still be running and may yet
+        succeed, which gives their count back.
+        """
         now, window = time.time(), float(current_app.config["THROTTLE_WINDOW"])
+        in_flight = float(current_app.config["THROTTLE_IN_FLIGHT_WAIT"])
         for key, limit in limits.items():
             state = await self.store.select_throttle(key, now, window)
-            if state is not None and state[0] >= limit:
-                raise _too_many(state[1] + window - now)
+            if state is not None and state.attempts >= limit:
+                return state.window_start + window - now, state.last_hit > now - in_flight
+        return None
+
+    async def _refuse_if_full(self, limits: dict[str, int]) -> None:
+        """429 when a key has used its limit (a read only)."""
+        full = await self._full(limits)
+        if full is not None:
+            raise _too_many(full[0])
 
     async def _count(
         self, limits: dict[str, int], failure: FailureEvent | None = None
@@ -92,15 +109,26 @@ class Throttle:
         """Count one attempt against every key (all or none), or raise 429.
 
         The counts are read first, so a refused flood only reads; the write then counts
-        the attempt before it runs, so concurrent attempts cannot overshoot a limit.
-        Returns the provisional failure event's id, if one was recorded.
+        the attempt before it runs, so concurrent attempts cannot overshoot a limit. An
+        attempt that finds a key full while others were counted moments ago waits (up to
+        THROTTLE_IN_FLIGHT_WAIT, no CPU) for them to finish: if they succeed they give
+        their places back, so right passwords signing in at once are never refused for
+        each other. Returns the provisional failure event's id, if one was recorded.
         """
-        await self._refuse_if_full(limits)
-        now, window = time.time(), float(current_app.config["THROTTLE_WINDOW"])
-        admission = await self.store.hit_throttles(limits, now, window, failure)
-        if admission.retry_after is not None:
-            raise _too_many(admission.retry_after)
-        return admission.event_id
+        config = current_app.config
+        deadline = time.monotonic() + float(config["THROTTLE_IN_FLIGHT_WAIT"])
+        while True:
+            full = await self._full(limits)
+            if full is None:
+                now, window = time.time(), float(config["THROTTLE_WINDOW"])
+                admission = await self.store.hit_throttles(limits, now, window, failure)
+                if admission.retry_after is None:
+                    return admission.event_id
+                full = (admission.retry_after, True)  # others were counted at this instant
+            retry_after, lately = full
+            if not lately or time.monotonic() >= deadline:
+                raise _too_many(retry_after)
+            await asyncio.sleep(IN_FLIGHT_POLL)
 
     async def check_signin(self, email: str, user: User | None, event_kind: str) -> Attempt:
         """Count a password attempt for `email` before bcrypt runs; 429 when over a limit.

@@ -66,7 +66,14 @@ def db_config(request: pytest.FixtureRequest, tmp_path: Any) -> dict[str, Any]:
 @pytest.fixture
 def config(db_config: dict[str, Any]) -> dict[str, Any]:
     """The test app's configuration; tests override keys by overriding this fixture."""
-    return {"TESTING": True, "SECRET_KEY": "test secret", "BCRYPT_ROUNDS": 4, **db_config}
+    return {
+        "TESTING": True,
+        "SECRET_KEY": "test secret",
+        "BCRYPT_ROUNDS": 4,
+        # A 429 at once, as before the in-flight wait (tests/test_throttle.py tests the wait).
+        "THROTTLE_IN_FLIGHT_WAIT": 0,
+        **db_config,
+    }
 
 
 @pytest.fixture

@@ -383,3 +383,30 @@ async def test_successful_password_changes_do_not_use_up_the_allowance(
         )
         assert response.status_code == 204
     assert (await sign_in(app.test_client(), "api", user.email, passwords[-1])).status_code == 200
+
+
+async def test_right_passwords_at_once_are_not_refused_for_each_other(
+    app: Quart, user: User
+) -> None:
+    """Attempts in flight count against the limit; when they succeed they give their places
+    back, and an attempt that found the account full meanwhile waits for that instead of
+    being refused."""
+    app.config["THROTTLE_IN_FLIGHT_WAIT"] = 5.0
+    first = await sign_in(app.test_client(), "api", user.email, "wrong password")
+    assert first.status_code == 401
+    racers = [
+        sign_in(app.test_client(), "api", user.email, PASSWORD, address=f"198.51.100.{n}")
+        for n in range(ACCOUNT_LIMIT + 2)
+    ]
+    statuses = [r.status_code for r in await asyncio.gather(*racers)]
+    assert statuses == [200] * (ACCOUNT_LIMIT + 2)
+
+
+async def test_wrong_passwords_at_once_still_stop_at_the_limit(app: Quart, user: User) -> None:
+    app.config["THROTTLE_IN_FLIGHT_WAIT"] = 5.0
+    racers = [
+        sign_in(app.test_client(), "api", user.email, "wrong", address=f"198.51.100.{n}")
+        for n in range(ACCOUNT_LIMIT + 3)
+    ]
+    statuses = sorted(r.status_code for r in await asyncio.gather(*racers))
+    assert statuses == [401] * ACCOUNT_LIMIT + [429] * 3

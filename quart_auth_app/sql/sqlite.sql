@@ -54,3 +54,8 @@ CREATE INDEX events_created_at ON events (created_at);
 -- The device name ("Firefox 128 on Ubuntu"), parsed once when the row is written.
 ALTER TABLE sessions ADD COLUMN device TEXT NOT NULL DEFAULT '';
 ALTER TABLE events ADD COLUMN device TEXT NOT NULL DEFAULT '';
+
+-- migration 4
+-- When a key was last counted: over its limit, an attempt waits for ones that may still
+-- be running (and may succeed) instead of being refused at once.
+ALTER TABLE throttle ADD COLUMN last_hit REAL NOT NULL DEFAULT 0;

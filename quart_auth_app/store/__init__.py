@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 class StoreUnavailable(Exception):
@@ -51,6 +51,14 @@ class Event:
     user_agent: str
     created_at: float
     device: str = ""
+
+
+class ThrottleState(NamedTuple):
+    """A throttle key while its window is open."""
+
+    attempts: int
+    window_start: float
+    last_hit: float  # when an attempt was last counted against it
 
 
 @dataclass(frozen=True)
@@ -128,7 +136,7 @@ class Store(Protocol):
 
     async def select_throttle(
         self, key: str, now: float, window: float
-    ) -> tuple[int, float] | None: ...
+    ) -> ThrottleState | None: ...
     async def hit_throttles(
         self,
         limits: Mapping[str, int],

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from . import Admission, Event, Expiry, FailureEvent, SessionRecord, User
+from . import Admission, Event, Expiry, FailureEvent, SessionRecord, ThrottleState, User
 from .postgres_db import PostgresDatabase, rows_changed
 
 SESSION_COLUMNS = """
@@ -83,10 +83,11 @@ def _session_args(record: SessionRecord) -> tuple[Any, ...]:
 
 
 HIT_THROTTLE = """
-    INSERT INTO throttle AS t (key, count, window_start) VALUES ($1, 1, $2)
+    INSERT INTO throttle AS t (key, count, window_start, last_hit) VALUES ($1, 1, $2, $2)
     ON CONFLICT (key) DO UPDATE SET
       count = CASE WHEN t.window_start <= $3 THEN 1 ELSE t.count + 1 END,
-      window_start = CASE WHEN t.window_start <= $3 THEN $2 ELSE t.window_start END
+      window_start = CASE WHEN t.window_start <= $3 THEN $2 ELSE t.window_start END,
+      last_hit = $2
     RETURNING count, window_start
 """
 
@@ -278,16 +279,17 @@ class PostgresStore(PostgresDatabase):
 
     # throttling
 
-    async def select_throttle(
-        self, key: str, now: float, window: float
-    ) -> tuple[int, float] | None:
-        """The key's (count, window start) while its window is open, else None."""
+    async def select_throttle(self, key: str, now: float, window: float) -> ThrottleState | None:
+        """The key's state while its window is open, else None."""
         rows = await self._fetch(
-            "SELECT count, window_start FROM throttle WHERE key = $1 AND window_start > $2",
+            """SELECT count, window_start, last_hit FROM throttle
+               WHERE key = $1 AND window_start > $2""",
             key,
             now - window,
         )
-        return (int(rows[0][0]), float(rows[0][1])) if rows else None
+        return (
+            ThrottleState(int(rows[0][0]), float(rows[0][1]), float(rows[0][2])) if rows else None
+        )
 
     async def hit_throttles(
         self,

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import Admission, Event, Expiry, FailureEvent, SessionRecord, User
+from . import Admission, Event, Expiry, FailureEvent, SessionRecord, ThrottleState, User
 from .sqlite_db import SQLiteDatabase, execute
 
 TOUCH_BATCH = 500  # sessions per UPDATE (well under SQLite's bound-parameter limit)
@@ -81,10 +81,11 @@ INSERT_SESSION = """
 
 
 HIT_THROTTLE = """
-    INSERT INTO throttle (key, count, window_start) VALUES (:key, 1, :now)
+    INSERT INTO throttle (key, count, window_start, last_hit) VALUES (:key, 1, :now, :now)
     ON CONFLICT (key) DO UPDATE SET
       count = CASE WHEN window_start <= :cutoff THEN 1 ELSE count + 1 END,
-      window_start = CASE WHEN window_start <= :cutoff THEN :now ELSE window_start END
+      window_start = CASE WHEN window_start <= :cutoff THEN :now ELSE window_start END,
+      last_hit = :now
     RETURNING count, window_start
 """
 
@@ -294,15 +295,16 @@ class SQLiteStore(SQLiteDatabase):
 
     # throttling
 
-    async def select_throttle(
-        self, key: str, now: float, window: float
-    ) -> tuple[int, float] | None:
-        """The key's (count, window start) while its window is open, else None."""
+    async def select_throttle(self, key: str, now: float, window: float) -> ThrottleState | None:
+        """The key's state while its window is open, else None."""
         rows = await self._read(
-            "SELECT count, window_start FROM throttle WHERE key = :key AND window_start > :cutoff",
+            """SELECT count, window_start, last_hit FROM throttle
+               WHERE key = :key AND window_start > :cutoff""",
             {"key": key, "cutoff": now - window},
         )
-        return (int(rows[0][0]), float(rows[0][1])) if rows else None
+        return (
+            ThrottleState(int(rows[0][0]), float(rows[0][1]), float(rows[0][2])) if rows else None
+        )
 
     async def hit_throttles(
         self,

@@ -148,12 +148,3 @@ def check_signup_fields(data: Mapping[str, Any], config: Mapping[str, Any]) -> R
     if errors:
         raise ValidationFailed(errors)
     return Registration(email=email, password=password, name=name)
-
-
-def check_registration(data: Mapping[str, Any], config: Mapping[str, Any]) -> Registration:
-    """Validate a sign-up, the password's strength included (synchronous: zxcvbn runs here)."""
-    reg = check_signup_fields(data, config)
-    problem = weakness(reg.password, [reg.email, reg.name], config["PASSWORD_MIN_SCORE"])
-    if problem:
-        raise ValidationFailed({"password": problem})
-    return reg

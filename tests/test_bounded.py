@@ -146,3 +146,18 @@ async def test_account_page_is_paginated(app: Quart, user: User) -> None:
     assert second.count('class="device"') == 1 and "Newer sessions" in second
     odd = await client.get("/account?page=99999999999999")
     assert odd.status_code == 200
+
+
+async def test_events_are_capped_per_user(app: Quart, user: User) -> None:
+    """Each new event (the provisional failure ones too) trims the user's oldest."""
+    store = app.extensions["auth_store"]
+    store.events_per_user = 5
+    for n in range(8):
+        await store.insert_event(user.id, f"event {n}", "10.0.0.1", "agent", 1000.0 + n)
+    kinds = [e.kind for e in await store.select_events_of_user(user.id, 50)]
+    assert kinds == [f"event {n}" for n in range(7, 2, -1)]
+    for _ in range(3):  # failed sign-ins record their events through the throttle
+        body = {"email": user.email, "password": "wrong password"}
+        assert (await app.test_client().post("/api/login", json=body)).status_code == 401
+    kinds = [e.kind for e in await store.select_events_of_user(user.id, 50)]
+    assert kinds == ["sign-in failed"] * 3 + ["event 7", "event 6"]

@@ -92,6 +92,7 @@ class Store(Protocol):
     """Everything the app asks of its database; every write is committed on return."""
 
     engine: str
+    events_per_user: int  # a user's oldest events past this many are deleted as new ones come
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -163,7 +164,9 @@ def open_store(config: Mapping[str, Any]) -> Store:
         from .postgres import PostgresStore  # type: ignore[import-untyped,unused-ignore]
 
         store: Store = PostgresStore(url, pool_size=int(config["DATABASE_POOL_SIZE"]))
-        return store
-    from .sqlite import SQLiteStore
+    else:
+        from .sqlite import SQLiteStore
 
-    return SQLiteStore(str(config["DATABASE"]))
+        store = SQLiteStore(str(config["DATABASE"]))
+    store.events_per_user = int(config["EVENTS_PER_USER"])
+    return store

@@ -92,10 +92,19 @@ HIT_THROTTLE = """
 """
 
 
+# A user's events past the newest `keep` (SPEC §7: events bounded per user, not only in time).
+TRIM_EVENTS = """
+    DELETE FROM events WHERE id IN (
+      SELECT id FROM events WHERE user_id = {user}
+      ORDER BY created_at DESC, id DESC OFFSET $2)
+"""
+
+
 class PostgresStore(PostgresDatabase):
     """Users, sessions, throttling and events in one PostgreSQL database."""
 
     engine = "postgresql"
+    events_per_user = 1000
 
     # users
 
@@ -329,6 +338,11 @@ class PostgresStore(PostgresDatabase):
                         now,
                         failure.email,
                     )
+                    await db.execute(
+                        TRIM_EVENTS.format(user="(SELECT id FROM users WHERE email = $1)"),
+                        failure.email,
+                        self.events_per_user,
+                    )
             except BaseException:
                 await transaction.rollback()
                 raise
@@ -362,16 +376,18 @@ class PostgresStore(PostgresDatabase):
     async def insert_event(
         self, user_id: int, kind: str, ip: str, user_agent: str, now: float, device: str = ""
     ) -> None:
-        await self._execute(
-            """INSERT INTO events (user_id, kind, ip, user_agent, device, created_at)
-               VALUES ($1, $2, $3, $4, $5, $6)""",
-            user_id,
-            kind,
-            ip,
-            user_agent,
-            device,
-            now,
-        )
+        async with self._connection() as db, db.transaction():
+            await db.execute(
+                """INSERT INTO events (user_id, kind, ip, user_agent, device, created_at)
+                   VALUES ($1, $2, $3, $4, $5, $6)""",
+                user_id,
+                kind,
+                ip,
+                user_agent,
+                device,
+                now,
+            )
+            await db.execute(TRIM_EVENTS.format(user="$1"), user_id, self.events_per_user)
 
     async def select_events_of_user(self, user_id: int, limit: int) -> list[Event]:
         rows = await self._fetch(

@@ -90,6 +90,14 @@ HIT_THROTTLE = """
 """
 
 
+# A user's events past the newest `keep` (SPEC §7: events bounded per user, not only in time).
+TRIM_EVENTS = """
+    DELETE FROM events WHERE id IN (
+      SELECT id FROM events WHERE user_id = {user}
+      ORDER BY created_at DESC, id DESC LIMIT -1 OFFSET :keep)
+"""
+
+
 class _Refused(Exception):
     """Raised inside a write transaction to roll it back: a throttle key was full."""
 
@@ -98,6 +106,7 @@ class SQLiteStore(SQLiteDatabase):
     """Users, sessions, throttling and events in one SQLite file."""
 
     engine = "sqlite"
+    events_per_user = 1000
 
     # users
 
@@ -348,6 +357,11 @@ class SQLiteStore(SQLiteDatabase):
                     },
                 ) as cursor:
                     row = await cursor.fetchone()
+                await execute(
+                    db,
+                    TRIM_EVENTS.format(user="(SELECT id FROM users WHERE email = :email)"),
+                    {"email": failure.email, "keep": self.events_per_user},
+                )
                 return Admission(None, int(row[0]) if row else None)
         except _Refused:
             return Admission(max(over, 1e-3))
@@ -395,6 +409,11 @@ class SQLiteStore(SQLiteDatabase):
                     "device": device,
                     "now": now,
                 },
+            )
+            await execute(
+                db,
+                TRIM_EVENTS.format(user=":user_id"),
+                {"user_id": user_id, "keep": self.events_per_user},
             )
 
     async def select_events_of_user(self, user_id: int, limit: int) -> list[Event]:

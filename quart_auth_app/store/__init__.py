@@ -168,5 +168,5 @@ def open_store(config: Mapping[str, Any]) -> Store:
         from .sqlite import SQLiteStore
 
         store = SQLiteStore(str(config["DATABASE"]))
-    store.events_per_user = int(config["EVENTS_PER_USER"])
+    store.events_per_user = int(config.get("EVENTS_PER_USER", store.events_per_user))
     return store

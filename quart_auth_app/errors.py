@@ -6,6 +6,7 @@ API requests get `{"error", "message", "fields"?}`; pages get the error template
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from quart import Response, jsonify, render_template, request
@@ -37,6 +38,15 @@ class AppError(Exception):
         self.message = message
         self.fields = fields or {}
         self.retry_after = retry_after
+
+
+@dataclass
+class ErrorOut:
+    """The one shape of every API refusal (SPEC §4); `fields` only when fields are wrong."""
+
+    error: str
+    message: str
+    fields: dict[str, str] = field(default_factory=dict)
 
 
 def invalid_input(fields: dict[str, str]) -> AppError:
@@ -115,7 +125,13 @@ def register_error_handlers(app: Quart) -> None:
         status = error.code or 500
         if isinstance(getattr(error, "original_exception", None), StoreUnavailable):
             status = 503  # the database failed while the response was being saved
-        return await render_error(from_status(status))
+        response = await render_error(from_status(status))
+        if status == error.code:
+            # e.g. the Allow of a 405, which RFC 9110 §15.5.6 requires
+            for name, value in error.get_headers():
+                if name.lower() != "content-type":
+                    response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     async def handle_unexpected(error: Exception) -> Response:

@@ -391,7 +391,7 @@ async def test_right_passwords_at_once_are_not_refused_for_each_other(
     """Attempts in flight count against the limit; when they succeed they give their places
     back, and an attempt that found the account full meanwhile waits for that instead of
     being refused."""
-    app.config["THROTTLE_IN_FLIGHT_WAIT"] = 5.0
+    app.config["THROTTLE_IN_FLIGHT_WAIT"] = 1.0
     first = await sign_in(app.test_client(), "api", user.email, "wrong password")
     assert first.status_code == 401
     racers = [
@@ -403,7 +403,7 @@ async def test_right_passwords_at_once_are_not_refused_for_each_other(
 
 
 async def test_wrong_passwords_at_once_still_stop_at_the_limit(app: Quart, user: User) -> None:
-    app.config["THROTTLE_IN_FLIGHT_WAIT"] = 5.0
+    app.config["THROTTLE_IN_FLIGHT_WAIT"] = 1.0
     racers = [
         sign_in(app.test_client(), "api", user.email, "wrong", address=f"198.51.100.{n}")
         for n in range(ACCOUNT_LIMIT + 3)

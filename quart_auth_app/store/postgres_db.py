@@ -1,16 +1,21 @@
 """PostgreSQL connections: an asyncpg pool shared by every request of one worker (SPEC §9).
 
-The queries live in `postgres.py`. Here: the pool, the timeouts that turn an
-unreachable database into StoreUnavailable (a 503) rather than a hang, and the
-migrations, run under an advisory lock so nodes starting together migrate once.
+The queries live in `queries.py` (and the few PostgreSQL-only ones in `postgres.py`),
+written with named parameters (`:name`), which `compiled` turns into `$n`. Here: the
+pool, `fetch_all` / `fetch_one` / `execute` alone or inside `transaction()`, the
+timeouts that turn an unreachable database into StoreUnavailable (a 503) rather than a
+hang, and the migrations, run under an advisory lock so nodes starting together
+migrate once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from functools import lru_cache
 from importlib import resources
 from typing import Any
 
@@ -39,9 +44,49 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
+NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")  # :name, not a ::cast
+
+
 def rows_changed(status: str) -> int:
     """The row count of a command status such as 'DELETE 3'."""
     return int(status.rsplit(" ", 1)[-1])
+
+
+@lru_cache(maxsize=256)
+def compiled(sql: str) -> tuple[str, tuple[str, ...]]:
+    """`sql` with `:name` parameters as PostgreSQL's `$n`, and the names in `$n` order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match[1] not in names:
+            names.append(match[1])
+        return f"${names.index(match[1]) + 1}"
+
+    return NAMED.sub(number, sql), tuple(names)
+
+
+def _args(sql: str, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    text, names = compiled(sql)
+    return text, [params[name] for name in names]
+
+
+class _Transaction:
+    """Statements inside a transaction, on one pooled connection."""
+
+    def __init__(self, db: asyncpg.Connection) -> None:
+        self.db = db
+
+    async def fetch_all(self, sql: str, params: Mapping[str, Any] = {}) -> list[asyncpg.Record]:
+        text, args = _args(sql, params)
+        return list(await self.db.fetch(text, *args))
+
+    async def fetch_one(self, sql: str, params: Mapping[str, Any] = {}) -> asyncpg.Record | None:
+        text, args = _args(sql, params)
+        return await self.db.fetchrow(text, *args)
+
+    async def execute(self, sql: str, params: Mapping[str, Any] = {}) -> int:
+        text, args = _args(sql, params)
+        return rows_changed(await self.db.execute(text, *args))
 
 
 class PostgresDatabase:
@@ -142,13 +187,23 @@ class PostgresDatabase:
             except (*UNAVAILABLE, asyncpg.PostgresError):
                 db.terminate()
 
-    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        async with self._connection() as db:
-            return list(await db.fetch(sql, *args))
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_Transaction]:
+        """A transaction on one pooled connection: committed on leaving, rolled back on error."""
+        async with self._connection() as db, db.transaction():
+            yield _Transaction(db)
 
-    async def _execute(self, sql: str, *args: Any) -> int:
+    async def fetch_all(self, sql: str, params: Mapping[str, Any] = {}) -> list[asyncpg.Record]:
         async with self._connection() as db:
-            return rows_changed(await db.execute(sql, *args))
+            return await _Transaction(db).fetch_all(sql, params)
+
+    async def fetch_one(self, sql: str, params: Mapping[str, Any] = {}) -> asyncpg.Record | None:
+        async with self._connection() as db:
+            return await _Transaction(db).fetch_one(sql, params)
+
+    async def execute(self, sql: str, params: Mapping[str, Any] = {}) -> int:
+        async with self._connection() as db:
+            return await _Transaction(db).execute(sql, params)
 
     async def migrate(self) -> int:
         """Run the migrations past the recorded version, once across every node; return it."""
@@ -173,4 +228,4 @@ class PostgresDatabase:
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers."""
-        await self._fetch("SELECT 1")
+        await self.fetch_one("SELECT 1")

@@ -1,7 +1,9 @@
 """SQLite connections: WAL, one serialised writer connection, separate readers (SPEC §8).
 
-The queries live in `sqlite.py`; this module only opens, migrates and hands out
-connections, the way quart-db's aiosqlite backend does.
+The queries live in `queries.py` (and the few SQLite-only ones in `sqlite.py`); this
+module opens, migrates and runs statements on the connections, the way quart-db's
+aiosqlite backend does: `fetch_all`, `fetch_one` and `execute`, alone or inside
+`transaction()`.
 """
 
 from __future__ import annotations
@@ -87,6 +89,24 @@ def _try_flock(path: str) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+class _Transaction:
+    """Statements inside a write transaction, on the writer connection."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+
+    async def fetch_all(self, sql: str, params: Mapping[str, Any] = {}) -> list[sqlite3.Row]:
+        async with self.db.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def fetch_one(self, sql: str, params: Mapping[str, Any] = {}) -> sqlite3.Row | None:
+        rows = await self.fetch_all(sql, params)  # to the end: the statement is then done
+        return rows[0] if rows else None
+
+    async def execute(self, sql: str, params: Mapping[str, Any] = {}) -> int:
+        return await execute(self.db, sql, params)
 
 
 class SQLiteDatabase:
@@ -200,20 +220,42 @@ class SQLiteDatabase:
                 await db.rollback()
                 raise StoreUnavailable(str(exc)) from exc
 
-    async def _write_one(self, sql: str, params: Mapping[str, Any] | tuple[Any, ...]) -> None:
-        """One write statement as its own transaction, in one trip to the writer's thread.
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_Transaction]:
+        """A write transaction (BEGIN IMMEDIATE): committed on leaving, rolled back on error."""
+        async with self._write() as db:
+            yield _Transaction(db)
+
+    async def execute(self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] = {}) -> int:
+        """One write statement as its own transaction; return the rows it changed.
 
         SQLite runs a lone write statement in autocommit mode as BEGIN IMMEDIATE would (the
-        write lock is taken before it reads, waiting out the busy timeout), so the lock
-        between workers is held for that one trip, not across several turns of a busy event
-        loop: under load that made the once-a-minute last_seen write take seconds.
+        write lock is taken before it reads, waiting out the busy timeout), and the write is
+        done within the one trip to the writer's thread that executes it, so the lock between
+        workers is not held across several turns of a busy event loop: under load that made
+        the once-a-minute last_seen write take seconds.
         """
         db = await self._writer_db()
         async with self._write_lock:
             try:
-                await db.execute_fetchall(sql, params)
-            except sqlite3.Error as exc:
+                cursor = await db.execute(sql, params)
+                changed = cursor.rowcount
+                await cursor.close()
+            except sqlite3.OperationalError as exc:  # disk, I/O, lock; a broken rule propagates
                 raise StoreUnavailable(str(exc)) from exc
+        return changed
+
+    async def fetch_all(
+        self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] = ()
+    ) -> list[sqlite3.Row]:
+        """The rows of one read, on a reader connection (never waits for writers)."""
+        return await self._read(sql, params)
+
+    async def fetch_one(
+        self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] = ()
+    ) -> sqlite3.Row | None:
+        rows = await self._read(sql, params)
+        return rows[0] if rows else None
 
     @asynccontextmanager
     async def maintenance(self) -> AsyncIterator[bool]:

@@ -26,3 +26,9 @@ def describe(user_agent: str) -> str:
     if agent.browser.family == "Other":
         return user_agent[:60]
     return f"{browser} on {system}" if agent.os.family != "Other" else browser
+
+
+def label(device: str, user_agent: str) -> str:
+    """What to show for a stored row: its device name, or (for rows written before names
+    were stored) the start of its raw agent; never a parse while a page renders."""
+    return device or user_agent[:60] or "Unknown device"

@@ -189,11 +189,19 @@ async def change_password(user: User, data: Mapping[str, Any]) -> None:
     current_password = text(data, "current_password")
     new_password = text(data, "new_password")
     config = current_app.config
+    fields = {}
+    current_problem = check_password_length(current_password, 1, config["PASSWORD_MAX_LENGTH"])
+    if current_problem:  # as at sign-in: a missing password is a 400, not a counted guess
+        fields["current_password"] = (
+            "Please enter your current password." if not current_password else current_problem
+        )
     problem = check_password_length(
         new_password, config["PASSWORD_MIN_LENGTH"], config["PASSWORD_MAX_LENGTH"]
     )
     if problem:
-        raise invalid_input({"new_password": problem})
+        fields["new_password"] = problem
+    if fields:
+        raise invalid_input(fields)
     attempt = await throttle().check_signin(user.email, user, "password change failed")
     if not await hasher().check(current_password, user.password_hash):
         raise AppError(

@@ -8,12 +8,17 @@ from typing import TYPE_CHECKING, Any
 from flask.templating import _default_template_ctx_processor as flask_default_processor
 from markupsafe import Markup, escape
 
-from .agents import describe as device
+from .agents import label
 from .auth import current_user
 from .timefmt import ago, duration
 
 if TYPE_CHECKING:
     from quart import Quart
+
+
+def device_of(row: Any) -> str:
+    """The device a stored session or event was made from (named when it was stored)."""
+    return label(row.device, row.user_agent)
 
 
 def when(timestamp: float) -> Markup:
@@ -26,7 +31,7 @@ def when(timestamp: float) -> Markup:
 
 def init_templating(app: Quart) -> None:
     """Register the filters and put `current_user` into every template (call after blueprints)."""
-    app.jinja_env.filters["device"] = device
+    app.jinja_env.filters["device"] = device_of
     app.jinja_env.filters["when"] = when
     app.jinja_env.filters["duration"] = duration
 

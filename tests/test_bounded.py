@@ -161,3 +161,24 @@ async def test_events_are_capped_per_user(app: Quart, user: User) -> None:
         assert (await app.test_client().post("/api/login", json=body)).status_code == 401
     kinds = [e.kind for e in await store.select_events_of_user(user.id, 50)]
     assert kinds == ["sign-in failed"] * 3 + ["event 7", "event 6"]
+
+
+async def test_rows_from_before_device_names_are_never_parsed_per_request(
+    app: Quart, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows written before the device column (device '') show their raw agent's start."""
+    client = await authenticated_client(app, user)
+    crafted = "Mozilla/5.0 (" + "b;" * 250 + ")"
+    rows(app, "UPDATE sessions SET device = '', user_agent = ? WHERE user_id = ?", crafted, user.id)
+    await app.extensions["auth_store"].insert_event(user.id, "sign-in", "10.0.0.1", crafted, 1.0)
+
+    def refuse(agent: str) -> Any:
+        raise AssertionError("parsed during a request")
+
+    agents.describe.cache_clear()
+    monkeypatch.setattr(agents, "parse_user_agent", refuse)
+    page = await client.get("/account")
+    assert page.status_code == 200
+    assert crafted[:60] in await page.get_data(as_text=True)
+    listed = (await (await client.get("/api/sessions")).get_json())["sessions"]
+    assert [s["device"] for s in listed] == [crafted[:60]]

@@ -13,8 +13,9 @@ from quart import Quart
 from quart.testing import QuartClient
 
 from quart_auth_app import create_app
+from quart_auth_app.agents import describe as device
 from quart_auth_app.errors import AppError, from_status
-from quart_auth_app.templating import ago, device, duration, when
+from quart_auth_app.templating import ago, duration, when
 
 NOW = 1_700_000_000.0
 

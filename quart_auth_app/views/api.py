@@ -17,7 +17,7 @@ from quart_schema import (
 )
 from werkzeug.routing import BaseConverter
 
-from ..agents import describe
+from ..agents import label
 from ..auth import (
     authenticate,
     change_password,
@@ -353,7 +353,7 @@ async def api_sessions(query_args: PageQuery) -> SessionsOut:
                 id=r.id,
                 current=r.token_hash == mine,
                 user_agent=r.user_agent,
-                device=r.device or describe(r.user_agent),
+                device=label(r.device, r.user_agent),
                 ip=r.ip,
                 created_at=r.created_at,
                 last_seen=r.last_seen,

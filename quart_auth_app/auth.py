@@ -20,7 +20,7 @@ from .devices import set_device_cookie
 from .errors import AppError, from_status, invalid_input
 from .passwords import Hasher, check_strength
 from .sessions import ServerSession, client_meta, expiry
-from .store import SessionRecord, Store, User
+from .store import Event, SessionRecord, Store, StoreUnavailable, User
 from .throttle import Throttle
 from .validation import (
     ValidationFailed,
@@ -227,6 +227,20 @@ async def change_password(user: User, data: Mapping[str, Any]) -> None:
 def _session_id() -> str:
     record = server_session().record
     return record.id if record is not None else ""
+
+
+async def recent_events(user: User) -> list[Event]:
+    """The user's latest security events (EVENTS_SHOWN of them), newest first."""
+    return await store().select_events_of_user(user.id, int(current_app.config["EVENTS_SHOWN"]))
+
+
+async def database_health() -> tuple[str, bool]:
+    """The store's engine, and whether it answers right now."""
+    try:
+        await store().ping()
+    except StoreUnavailable:
+        return store().engine, False
+    return store().engine, True
 
 
 async def list_sessions(

@@ -9,11 +9,11 @@ from ..auth import (
     change_password,
     list_sessions,
     login_required,
+    recent_events,
     revoke_other_sessions,
     revoke_session,
     server_session,
     signed_in_user,
-    store,
 )
 from ..errors import AppError
 from .pages import render_form
@@ -34,7 +34,7 @@ async def _page(error: AppError | None = None) -> Response:
     size = int(current_app.config["PAGE_SIZE"])
     page = _page_number()
     sessions, more = await list_sessions(user, (page - 1) * size, size)
-    events = await store().select_events_of_user(user.id, int(current_app.config["EVENTS_SHOWN"]))
+    events = await recent_events(user)
     return await render_form(
         "account.html",
         error,

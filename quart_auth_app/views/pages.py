@@ -11,15 +11,14 @@ from quart_schema import hide
 from ..auth import (
     authenticate,
     current_user,
+    database_health,
     login_required,
     login_user,
     logout_user,
     read_credentials,
     register,
-    store,
 )
 from ..errors import AppError
-from ..store import StoreUnavailable
 from ..validation import text
 
 bp = Blueprint("pages", __name__)
@@ -119,11 +118,7 @@ async def protected() -> Response:
 @bp.get("/healthz")
 @hide
 async def healthz() -> Response:
-    engine = store().engine
-    try:
-        await store().ping()
-    except StoreUnavailable:
-        response = jsonify({"status": "unavailable", "engine": engine})
-        response.status_code = 503
-        return response
-    return jsonify({"status": "ok", "engine": engine})
+    engine, ok = await database_health()
+    response = jsonify({"status": "ok" if ok else "unavailable", "engine": engine})
+    response.status_code = 200 if ok else 503
+    return response

@@ -13,7 +13,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from quart_auth_app.passwords import _hash
+from quart_auth_app.passwords import hash_password
 from quart_auth_app.sessions import new_token
 from quart_auth_app.store.sqlite import SQLiteStore
 
@@ -35,7 +35,7 @@ async def _migrate(path: Path) -> None:
 def create(path: Path, users: int, rounds: int) -> None:
     """A migrated database with `users` users whose password is PASSWORD (cost `rounds`)."""
     asyncio.run(_migrate(path))
-    password_hash = _hash(PASSWORD, rounds)
+    password_hash = hash_password(PASSWORD, rounds)
     now = time.time()
     with sqlite3.connect(path) as db:
         db.executemany(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from quart_auth_app.config import DEFAULTS
-from quart_auth_app.passwords import _check, _hash
+from quart_auth_app.passwords import check_password, hash_password
 
 from . import prepare
 from .measure import Sample, measure, measure_pair
@@ -119,11 +119,11 @@ def browsing(bench: Bench) -> None:
 
 def bcrypt_seconds(cost: int, checks: int = 3) -> float:
     """One core's time for one bcrypt check at `cost` (the median of a few)."""
-    password_hash = _hash(prepare.PASSWORD, cost)
+    password_hash = hash_password(prepare.PASSWORD, cost)
     times = []
     for _ in range(checks):
         started = time.perf_counter()
-        _check(prepare.PASSWORD, password_hash)
+        check_password(prepare.PASSWORD, password_hash)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
@@ -131,14 +131,14 @@ def bcrypt_seconds(cost: int, checks: int = 3) -> float:
 def bcrypt_rate(cost: int, seconds: float = 2.0) -> float:
     """Checks per second that one thread per core manages right now (the shared machine's
     other load included): the limit as this machine offers it at this moment."""
-    password_hash = _hash(prepare.PASSWORD, cost)
+    password_hash = hash_password(prepare.PASSWORD, cost)
     threads = os.cpu_count() or 1
     deadline = time.monotonic() + seconds
 
     def work() -> int:
         done = 0
         while time.monotonic() < deadline:
-            _check(prepare.PASSWORD, password_hash)
+            check_password(prepare.PASSWORD, password_hash)
             done += 1
         return done
 

@@ -45,11 +45,13 @@ def _prehash(password: str) -> bytes:
     return base64.b64encode(digest)
 
 
-def _hash(password: str, rounds: int) -> str:
+def hash_password(password: str, rounds: int) -> str:
+    """A bcrypt hash of `password` (synchronous, CPU-bound: from async code use `Hasher`)."""
     return bcrypt.hashpw(_prehash(password), bcrypt.gensalt(rounds)).decode("ascii")
 
 
-def _check(password: str, password_hash: str) -> bool:
+def check_password(password: str, password_hash: str) -> bool:
+    """Whether `password` matches `password_hash` (synchronous, like `hash_password`)."""
     try:
         return bcrypt.checkpw(_prehash(password), password_hash.encode("ascii"))
     except ValueError:  # a malformed stored hash never matches
@@ -84,7 +86,7 @@ class Hasher:
     async def hash(self, password: str) -> str:
         """A new bcrypt hash of `password` at the configured cost."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, _hash, password, self.rounds)
+        return await loop.run_in_executor(self._pool, hash_password, password, self.rounds)
 
     async def check(self, password: str, password_hash: str | None) -> bool:
         """Whether `password` matches; with no hash, spend the same time and say no."""
@@ -95,7 +97,7 @@ class Hasher:
 
     async def _run_check(self, password: str, password_hash: str) -> bool:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, _check, password, password_hash)
+        return await loop.run_in_executor(self._pool, check_password, password, password_hash)
 
     def needs_rehash(self, password_hash: str) -> bool:
         """Whether a stored hash was made with another cost than the configured one."""

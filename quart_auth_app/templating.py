@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from flask.templating import _default_template_ctx_processor as flask_default_processor
 from markupsafe import Markup, escape
+from quart import current_app
 
 from .agents import label
 from .auth import current_user
 from .timefmt import ago, duration
+from .validation import EMAIL_MAX, NAME_MAX
 
 if TYPE_CHECKING:
     from quart import Quart
@@ -29,9 +30,29 @@ def when(timestamp: float) -> Markup:
     )
 
 
+class Limits:
+    """The input limits the server enforces, read where the forms need them (one source)."""
+
+    email_max = EMAIL_MAX
+    name_max = NAME_MAX
+
+    @property
+    def password_min(self) -> int:
+        return int(current_app.config["PASSWORD_MIN_LENGTH"])
+
+    @property
+    def password_max(self) -> int:
+        return int(current_app.config["PASSWORD_MAX_LENGTH"])
+
+    @property
+    def remember_days(self) -> int:
+        return round(float(current_app.config["REMEMBER_LIFETIME"]) / 86400)
+
+
 def init_templating(app: Quart) -> None:
     """Register the filters and put `current_user` into every template (call after blueprints)."""
     app.jinja_env.filters["device"] = device_of
+    app.jinja_env.globals["limits"] = Limits()
     app.jinja_env.filters["when"] = when
     app.jinja_env.filters["duration"] = duration
 
@@ -43,5 +64,6 @@ def init_templating(app: Quart) -> None:
     # a synchronous processor in its thread pool: a thread hop on every render (seen in the
     # bench profile). Quart's own async one, registered on the app, already gives every
     # template `g`, `request` and `session`.
+    # It is recognised by its module (its name is private to Flask).
     for processors in app.template_context_processors.values():
-        processors[:] = [p for p in processors if p is not flask_default_processor]
+        processors[:] = [p for p in processors if p.__module__ != "flask.templating"]

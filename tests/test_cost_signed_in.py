@@ -94,7 +94,7 @@ class Clocks:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.bcrypt_ms = self.strength_ms = 0.0
         self.bcrypt_runs = 0
-        real_hash, real_check = passwords._hash, passwords._check
+        real_hash, real_check = passwords.hash_password, passwords.check_password
 
         def timed_bcrypt(real: Callable[..., Any]) -> Callable[..., Any]:
             def run(*args: Any) -> Any:
@@ -114,8 +114,8 @@ class Clocks:
             finally:
                 self.strength_ms += (time.thread_time() - start) * 1000
 
-        monkeypatch.setattr(passwords, "_hash", timed_bcrypt(real_hash))
-        monkeypatch.setattr(passwords, "_check", timed_bcrypt(real_check))
+        monkeypatch.setattr(passwords, "hash_password", timed_bcrypt(real_hash))
+        monkeypatch.setattr(passwords, "check_password", timed_bcrypt(real_check))
         monkeypatch.setattr(passwords, "zxcvbn", timed_strength)
 
     def reset(self) -> None:

@@ -250,3 +250,13 @@ async def test_templates_still_get_request_session_and_user(client: QuartClient)
     body = await response.get_data(as_text=True)
     assert response.status_code == 200
     assert 'href="/login" aria-current="page"' in body  # `request.endpoint` in the layout
+
+
+async def test_forms_show_the_configured_limits(app: Quart) -> None:
+    """The forms' attributes and hints come from the configuration the server enforces."""
+    app.config.update(PASSWORD_MIN_LENGTH=12, PASSWORD_MAX_LENGTH=200, REMEMBER_LIFETIME=7 * 86400)
+    register = await (await app.test_client().get("/register")).get_data(as_text=True)
+    assert 'minlength="12"' in register and 'maxlength="200"' in register
+    assert "At least 12 characters" in register and "At least 8" not in register
+    login = await (await app.test_client().get("/login")).get_data(as_text=True)
+    assert "for 7 days" in login and 'maxlength="200"' in login

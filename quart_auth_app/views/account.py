@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from quart import Blueprint, Response, current_app, flash, redirect, request
+from quart.typing import ResponseReturnValue
 from quart_schema import hide
 
 from ..auth import (
@@ -57,32 +58,32 @@ async def account() -> Response:
 @bp.post("/account/sessions/<session_id>/revoke")
 @hide
 @login_required
-async def revoke(session_id: str) -> Response:
+async def revoke(session_id: str) -> ResponseReturnValue:
     try:
         await revoke_session(signed_in_user(), session_id)
     except AppError as error:
         return await _page(error)
     await flash("The session has been signed out.", "success")
-    return redirect("/account", 303)  # type: ignore[return-value]
+    return redirect("/account", 303)
 
 
 @bp.post("/account/sessions/revoke-others")
 @hide
 @login_required
-async def revoke_others() -> Response:
+async def revoke_others() -> ResponseReturnValue:
     count = await revoke_other_sessions(signed_in_user())
     await flash(f"Signed out {count} other session(s).", "success")
-    return redirect("/account", 303)  # type: ignore[return-value]
+    return redirect("/account", 303)
 
 
 @bp.post("/account/password")
 @hide
 @login_required
-async def password() -> Response:
+async def password() -> ResponseReturnValue:
     form = await request.form
     try:
         await change_password(signed_in_user(), form)
     except AppError as error:
         return await _page(error)
     await flash("Your password has been changed. Other sessions were signed out.", "success")
-    return redirect("/account", 303)  # type: ignore[return-value]
+    return redirect("/account", 303)

@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from quart import Blueprint, Response, flash, jsonify, redirect, render_template, request
+from quart.typing import ResponseReturnValue
 from quart_schema import hide
 
 from ..auth import (
@@ -60,7 +61,7 @@ async def login() -> Response:
 
 @bp.post("/login")
 @hide
-async def login_post() -> Response:
+async def login_post() -> ResponseReturnValue:
     form = await request.form
     typed = text(form, "email") or text(form, "username")
     next_url = safe_next(text(form, "next") or request.args.get("next"))
@@ -70,7 +71,7 @@ async def login_post() -> Response:
         return await render_form("login.html", error, email=typed[:254], next=next_url)
     await login_user(user, remember=bool(form.get("remember")))
     await flash(f"Welcome, {user.name}!", "success")
-    return redirect(next_url, 303)  # type: ignore[return-value]
+    return redirect(next_url, 303)
 
 
 @bp.get("/register")
@@ -81,7 +82,7 @@ async def register_form() -> Response:
 
 @bp.post("/register")
 @hide
-async def register_post() -> Response:
+async def register_post() -> ResponseReturnValue:
     form = await request.form
     try:
         user = await register(form)
@@ -89,7 +90,7 @@ async def register_post() -> Response:
         kept = {"email": text(form, "email")[:254], "name": text(form, "name")[:100]}
         return await render_form("register.html", error, form=kept)
     await flash(f"Welcome, {user.name}! Your account is ready.", "success")
-    return redirect("/", 303)  # type: ignore[return-value]
+    return redirect("/", 303)
 
 
 @bp.get("/logout")
@@ -100,12 +101,12 @@ async def logout() -> Response:
 
 @bp.post("/logout")
 @hide
-async def logout_post() -> Response:
+async def logout_post() -> ResponseReturnValue:
     signed_in = current_user() is not None
     await logout_user()
     if signed_in:  # a cookieless POST changes nothing, so it writes nothing (SPEC §7)
         await flash("You have been logged out.", "info")
-    return redirect("/login", 303)  # type: ignore[return-value]
+    return redirect("/login", 303)
 
 
 @bp.get("/protected")

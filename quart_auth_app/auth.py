@@ -17,7 +17,7 @@ from quart import after_this_request, current_app, redirect, request, session, u
 
 from .agents import describe
 from .devices import set_device_cookie
-from .errors import AppError, from_status, invalid_input
+from .errors import AppError, from_status, invalid_input, is_api_request
 from .passwords import Hasher, check_strength
 from .sessions import ServerSession, client_meta, expiry
 from .store import Event, SessionRecord, Store, StoreUnavailable, User
@@ -280,7 +280,7 @@ def login_required(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[Any
     @wraps(view)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
         if current_user() is None:
-            if request.path.startswith("/api/"):
+            if is_api_request():
                 raise from_status(401)
             target = request.full_path.rstrip("?")
             return redirect(f"{url_for('pages.login')}?next={quote(target, safe='/')}")

@@ -54,14 +54,14 @@ def invalid_input(fields: dict[str, str]) -> AppError:
     return AppError(400, "invalid_input", "Please correct the fields shown.", fields)
 
 
-def wants_json() -> bool:
+def is_api_request() -> bool:
     """Whether the current request is to the JSON API."""
     return request.path.startswith("/api/") or request.path == "/openapi.json"
 
 
 async def render_error(error: AppError) -> Response:
     """The error as JSON for the API or as a page in the site layout."""
-    if wants_json():
+    if is_api_request():
         body: dict[str, Any] = {"error": error.code, "message": error.message}
         if error.fields:
             body["fields"] = error.fields

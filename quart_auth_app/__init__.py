@@ -20,6 +20,7 @@ from .errors import AppError, register_error_handlers
 from .openapi import OpenAPI
 from .passwords import Hasher
 from .security import init_security
+from .services import Services, install, services
 from .sessions import ServerSessionInterface, purge_expired
 from .store import Store, open_store
 from .templating import init_templating
@@ -52,14 +53,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Quart:
         Path(app.config["DATABASE"]).parent.mkdir(parents=True, exist_ok=True)
 
     store = open_store(app.config)
-    app.extensions["auth_store"] = store
-    app.extensions["auth_hasher"] = Hasher(
-        int(app.config["BCRYPT_ROUNDS"]), int(app.config["BCRYPT_THREADS"])
-    )
-    app.extensions["auth_throttle"] = Throttle(store)
     sessions = ServerSessionInterface(store)
     app.session_interface = sessions  # type: ignore[assignment]
-    app.extensions["auth_touches"] = sessions.touches
+    hasher = Hasher(int(app.config["BCRYPT_ROUNDS"]), int(app.config["BCRYPT_THREADS"]))
+    install(app, Services(store, hasher, Throttle(store), sessions.touches))
 
     QuartSchema(
         app,
@@ -75,7 +72,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Quart:
     init_security(app)
     init_templating(app)
     register_commands(app)
-    _init_lifecycle(app, store)
+    _init_lifecycle(app)
 
     hops = int(app.config["TRUSTED_PROXY_HOPS"])
     if hops > 0:
@@ -83,25 +80,27 @@ def create_app(config: Mapping[str, Any] | None = None) -> Quart:
     return app
 
 
-def _init_lifecycle(app: Quart, store: Store) -> None:
+def _init_lifecycle(app: Quart) -> None:
     """Open the store at start; write touches and purge expired rows in the background."""
+    found = services(app)
+    purger: list[asyncio.Task[None]] = []
 
     @app.before_serving
     async def start() -> None:
-        await store.open()
-        app.extensions["auth_touches"].start()
-        app.extensions["auth_purger"] = asyncio.create_task(_purge_forever(app, store))
+        await found.store.open()
+        found.touches.start()
+        purger.append(asyncio.create_task(_purge_forever(app, found.store)))
 
     @app.after_serving
     async def stop() -> None:
-        task = app.extensions.pop("auth_purger", None)
-        if task is not None:
+        while purger:
+            task = purger.pop()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await app.extensions["auth_touches"].stop()
-        await store.close()
-        app.extensions["auth_hasher"].close()
+        await found.touches.stop()
+        await found.store.close()
+        found.hasher.close()
 
     @app.before_request
     async def refuse_when_store_down() -> None:

@@ -19,6 +19,7 @@ from .agents import describe
 from .devices import set_device_cookie
 from .errors import AppError, from_status, invalid_input, is_api_request
 from .passwords import Hasher, check_strength
+from .services import services
 from .sessions import ServerSession, client_meta, expiry
 from .store import Event, SessionRecord, Store, StoreUnavailable, User
 from .throttle import Throttle
@@ -39,17 +40,17 @@ INVALID_CREDENTIALS = "Invalid credentials. Please try again."
 
 def store() -> Store:
     """The current app's store."""
-    return cast(Store, current_app.extensions["auth_store"])
+    return services().store
 
 
 def hasher() -> Hasher:
     """The current app's bcrypt pool."""
-    return cast(Hasher, current_app.extensions["auth_hasher"])
+    return services().hasher
 
 
 def throttle() -> Throttle:
     """The current app's sign-in throttle."""
-    return cast(Throttle, current_app.extensions["auth_throttle"])
+    return services().throttle
 
 
 def server_session() -> ServerSession:

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from .services import services
 from .sessions import purge_expired
 from .validation import ValidationFailed, check_email, check_new_password
 
 if TYPE_CHECKING:
     from quart import Quart
 
-    from .passwords import Hasher
     from .store import Store
 
 T = TypeVar("T")
@@ -28,7 +28,7 @@ def _run(app: Quart, work: Callable[[Store], Awaitable[T]]) -> T:
     The bcrypt pool stays open: it belongs to the app, which may run more commands
     (its idle threads end with the process).
     """
-    store: Store = app.extensions["auth_store"]
+    store = services(app).store
 
     async def main() -> T:
         await store.open()
@@ -47,9 +47,7 @@ def register_commands(app: Quart) -> None:
     def init_db() -> None:
         """Create or migrate the database schema."""
         version = _run(app, lambda store: store.migrate())
-        click.echo(
-            f"Database ready ({app.extensions['auth_store'].engine}, schema version {version})."
-        )
+        click.echo(f"Database ready ({services(app).store.engine}, schema version {version}).")
 
     @app.cli.command("create-user")
     @click.argument("email")
@@ -68,7 +66,7 @@ def register_commands(app: Quart) -> None:
         problem = check_new_password(password, app.config, [email, name])
         if problem:
             raise click.ClickException(problem)
-        hasher: Hasher = app.extensions["auth_hasher"]
+        hasher = services(app).hasher
 
         async def work(store: Store) -> Any:
             return await store.insert_user(email, name, await hasher.hash(password), time.time())

@@ -164,9 +164,7 @@ async def authenticate(email: str, password: str) -> User:
 
 async def login_user(user: User, remember: bool = False) -> None:
     """Sign the user in: the session moves to a new token when the response is saved."""
-    current = server_session()
-    current.login_as = (user, remember)
-    current.user = user
+    server_session().rotate(user, remember)
     await record_event(user, "sign-in")
 
 
@@ -177,8 +175,7 @@ async def logout_user() -> None:
         await finish(store().delete_session_by_hash(current.token_hash))
     if current.user is not None:
         await record_event(current.user, "sign-out")
-    current.clear()
-    current.user, current.login_as, current.ended = None, None, True
+    current.end()
 
 
 async def change_password(user: User, data: Mapping[str, Any]) -> None:
@@ -220,8 +217,7 @@ async def change_password(user: User, data: Mapping[str, Any]) -> None:
     changed = await finish(store().change_user_password(user.id, new_hash, current.token_hash))
     if changed is None:  # the account was deleted meanwhile
         raise from_status(401)
-    current.login_as = (changed, current.record.remember if current.record else False)
-    current.user = changed
+    current.rotate(changed)
     await record_event(changed, "password changed")
 
 

@@ -70,6 +70,20 @@ class ServerSession(dict[str, Any], SessionMixin):
     def token_hash(self) -> bytes | None:
         return self.record.token_hash if self.record and not self.ended else None
 
+    def rotate(self, user: User, remember: bool | None = None) -> None:
+        """Sign `user` in (or carry them on after a credential change): the session moves to
+        a new token when the response is saved. `remember` None keeps this session's choice."""
+        if remember is None:
+            remember = self.record.remember if self.record else False
+        self.login_as = (user, remember)
+        self.user = user
+
+    def end(self) -> None:
+        """Signed out: the data goes and the cookie ends with the response (the row is gone,
+        see `end_session`); anything stored after this starts a new anonymous session."""
+        self.clear()
+        self.user, self.login_as, self.ended = None, None, True
+
     def bound(self, max_flashes: int, max_bytes: int) -> None:
         """Keep the data small: the newest `max_flashes` flashes, and the oldest ones
         dropped while the data is over `max_bytes` (an API client never reads them)."""

@@ -59,16 +59,24 @@ def is_api_request() -> bool:
     return request.path.startswith("/api/") or request.path == "/openapi.json"
 
 
+async def render_page(template: str, error: AppError | None = None, **context: Any) -> Response:
+    """A page in the site layout; with an error, its status, its message and per-field
+    messages (the template shows them) and Retry-After. Every HTML answer comes from here."""
+    html = await render_template(template, error=error, **context)
+    response = Response(html, status=error.status if error else 200, mimetype="text/html")
+    if error is not None and error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
 async def render_error(error: AppError) -> Response:
     """The error as JSON for the API or as a page in the site layout."""
-    if is_api_request():
-        body: dict[str, Any] = {"error": error.code, "message": error.message}
-        if error.fields:
-            body["fields"] = error.fields
-        response = jsonify(body)
-    else:
-        html = await render_template("error.html", error=error)
-        response = Response(html, mimetype="text/html")
+    if not is_api_request():
+        return await render_page("error.html", error)
+    body: dict[str, Any] = {"error": error.code, "message": error.message}
+    if error.fields:
+        body["fields"] = error.fields
+    response = jsonify(body)
     response.status_code = error.status
     if error.retry_after is not None:
         response.headers["Retry-After"] = str(error.retry_after)

@@ -16,8 +16,7 @@ from ..auth import (
     server_session,
     signed_in_user,
 )
-from ..errors import AppError
-from .pages import render_form
+from ..errors import AppError, render_page
 
 bp = Blueprint("account", __name__)
 
@@ -36,7 +35,7 @@ async def _page(error: AppError | None = None) -> Response:
     page = _page_number()
     sessions, more = await list_sessions(user, (page - 1) * size, size)
     events = await recent_events(user)
-    return await render_form(
+    return await render_page(
         "account.html",
         error,
         user=user,

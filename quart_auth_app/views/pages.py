@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlsplit
 
-from quart import Blueprint, Response, flash, jsonify, redirect, render_template, request
+from quart import Blueprint, Response, flash, jsonify, redirect, request
 from quart.typing import ResponseReturnValue
 from quart_schema import hide
 
@@ -19,7 +18,7 @@ from ..auth import (
     read_credentials,
     register,
 )
-from ..errors import AppError
+from ..errors import AppError, render_page
 from ..validation import text
 
 bp = Blueprint("pages", __name__)
@@ -37,26 +36,17 @@ def safe_next(target: str | None) -> str:
     return target
 
 
-async def render_form(template: str, error: AppError | None = None, **context: Any) -> Response:
-    """A form page, with the error's message and per-field messages when there is one."""
-    html = await render_template(template, error=error, **context)
-    response = Response(html, status=error.status if error else 200, mimetype="text/html")
-    if error is not None and error.retry_after is not None:
-        response.headers["Retry-After"] = str(error.retry_after)
-    return response
-
-
 @bp.get("/")
 @hide
 async def index() -> Response:
     user = current_user()
-    return await render_form("index.html" if user else "landing.html", user=user)
+    return await render_page("index.html" if user else "landing.html", user=user)
 
 
 @bp.get("/login")
 @hide
 async def login() -> Response:
-    return await render_form("login.html", email="", next=safe_next(request.args.get("next")))
+    return await render_page("login.html", email="", next=safe_next(request.args.get("next")))
 
 
 @bp.post("/login")
@@ -68,7 +58,7 @@ async def login_post() -> ResponseReturnValue:
     try:
         user = await authenticate(*read_credentials(form))
     except AppError as error:
-        return await render_form("login.html", error, email=typed[:254], next=next_url)
+        return await render_page("login.html", error, email=typed[:254], next=next_url)
     await login_user(user, remember=bool(form.get("remember")))
     await flash(f"Welcome, {user.name}!", "success")
     return redirect(next_url, 303)
@@ -77,7 +67,7 @@ async def login_post() -> ResponseReturnValue:
 @bp.get("/register")
 @hide
 async def register_form() -> Response:
-    return await render_form("register.html", form={})
+    return await render_page("register.html", form={})
 
 
 @bp.post("/register")
@@ -88,7 +78,7 @@ async def register_post() -> ResponseReturnValue:
         user = await register(form)
     except AppError as error:
         kept = {"email": text(form, "email")[:254], "name": text(form, "name")[:100]}
-        return await render_form("register.html", error, form=kept)
+        return await render_page("register.html", error, form=kept)
     await flash(f"Welcome, {user.name}! Your account is ready.", "success")
     return redirect("/", 303)
 
@@ -96,7 +86,7 @@ async def register_post() -> ResponseReturnValue:
 @bp.get("/logout")
 @hide
 async def logout() -> Response:
-    return await render_form("logout.html", user=current_user())
+    return await render_page("logout.html", user=current_user())
 
 
 @bp.post("/logout")
@@ -113,7 +103,7 @@ async def logout_post() -> ResponseReturnValue:
 @hide
 @login_required
 async def protected() -> Response:
-    return await render_form("protected.html", user=current_user())
+    return await render_page("protected.html", user=current_user())
 
 
 @bp.get("/healthz")

@@ -218,7 +218,7 @@ async def test_writes_wait_for_a_batch_not_the_backlog(app: Quart, user: User) -
     )
     if store.engine == "sqlite":  # the one write lock: the measurement sees the old stall
         assert max(blocked) > whole / 2
-    assert here < whole / 4 and there < whole / 4
+    assert here < whole / 2 and there < whole / 2  # a few batches, not the whole backlog
 
 
 @pytest.mark.parametrize("db_config", ["sqlite"], indirect=True)  # SQLite's write-ahead log

@@ -9,11 +9,9 @@ aiosqlite backend does: `fetch_all`, `fetch_one` and `execute`, alone or inside
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from importlib import resources
@@ -22,13 +20,11 @@ from typing import Any
 import aiosqlite
 
 from . import StoreUnavailable
+from .files import exclusive, own_files, try_flock
 from .migrations import split_migrations
 
 BUSY_TIMEOUT_MS = 30_000
 READERS = 2
-OPEN_LOCK_TIMEOUT = 60.0  # seconds a worker waits for another to prepare the file
-OPEN_LOCK_POLL = 0.05
-FILE_MODE = 0o600  # the database holds password hashes and session tokens (SPEC §8)
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes a checkpointed WAL is cut back to (SPEC §8)
 CHECKPOINT_BUSY_MS = 250  # longest a WAL truncation holds writers up, waiting for old readers
 
@@ -44,51 +40,6 @@ async def execute(db: aiosqlite.Connection, sql: str, params: Mapping[str, Any] 
     async with db.execute(sql, params) as cursor:
         await cursor.fetchall()
         return cursor.rowcount
-
-
-def _own_files(path: str) -> None:
-    """Create the database file owner-only if it is missing; tighten existing files to 0600.
-
-    SQLite gives -wal and -shm the main file's mode, so creating that file 0600 is what
-    keeps them private; files an older version left 0644 are tightened here.
-    """
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE))
-    for name in (path, f"{path}-wal", f"{path}-shm", f"{path}.lock", f"{path}.purge.lock"):
-        try:
-            if os.stat(name).st_mode & 0o777 != FILE_MODE:
-                os.chmod(name, FILE_MODE)
-        except FileNotFoundError:
-            pass
-
-
-@asynccontextmanager
-async def _exclusive(path: str) -> AsyncIterator[None]:
-    """Hold an exclusive flock on the file `path`, polling so the event loop never blocks."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-    try:
-        deadline = time.monotonic() + OPEN_LOCK_TIMEOUT
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{path} stayed locked {OPEN_LOCK_TIMEOUT:.0f} s") from None
-                await asyncio.sleep(OPEN_LOCK_POLL)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
-
-
-def _try_flock(path: str) -> int | None:
-    """A descriptor holding an exclusive flock on the file `path`, or None if another has it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
 
 
 class _Transaction:
@@ -155,8 +106,8 @@ class SQLiteDatabase:
                 return
             opened: list[aiosqlite.Connection] = []
             try:
-                async with _exclusive(f"{self.path}.lock"):
-                    await asyncio.to_thread(_own_files, self.path)
+                async with exclusive(f"{self.path}.lock"):
+                    await asyncio.to_thread(own_files, self.path)
                     opened.append(await self._connect())
                     await execute(opened[0], "PRAGMA journal_mode = WAL")
                     # Without it a WAL, once grown by a large transaction, never shrank back.
@@ -265,7 +216,7 @@ class SQLiteDatabase:
         others skip the round instead of queueing behind it. Leaving, the holder truncates
         the WAL its deletes grew.
         """
-        fd = await asyncio.to_thread(_try_flock, f"{self.path}.purge.lock")
+        fd = await asyncio.to_thread(try_flock, f"{self.path}.purge.lock")
         if fd is None:
             yield False
             return

@@ -113,6 +113,7 @@ def start(
     port: int | None = None,
     app: str = APP,
     open_files: int | None = None,
+    args: tuple[str, ...] = (),
 ) -> Server:
     """Start Hypercorn as users run it (hypercorn.toml) and wait until /healthz answers.
 
@@ -133,6 +134,7 @@ def start(
                 "--bind",
                 f"127.0.0.1:{port}",
                 *workers_args,
+                *args,
                 *([] if app == APP else [app]),
             ],
             cwd=ROOT,

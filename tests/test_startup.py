@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from importlib import resources
@@ -240,3 +241,25 @@ def test_workers_run_with_the_open_file_limit_raised(tmp_path: Path) -> None:
             limits = Path(f"/proc/{pid}/limits").read_text()
             [line] = [row for row in limits.splitlines() if row.startswith("Max open files")]
             assert int(line.split()[3]) > 1024, line
+
+
+def test_hypercorn_toml_bounds_an_unfinished_request_head() -> None:
+    """Hypercorn times an unfinished head with the keep-alive clock: that is its bound."""
+    config = tomllib.loads((ROOT / "hypercorn.toml").read_text())
+    assert config["keep_alive_timeout"] <= 30
+    assert config["read_timeout"] > config["keep_alive_timeout"]  # or it cuts keep-alive short
+
+
+@pytest.mark.integration
+def test_a_slow_request_head_is_dropped_after_the_keep_alive(tmp_path: Path) -> None:
+    env = {"QUART_DATABASE": str(tmp_path / "app.sqlite3")}
+    with running(tmp_path, env, workers=1, args=("--keep-alive", "2")) as server:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=15)
+        with sock:
+            started = time.monotonic()
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
+            for _ in range(3):  # a byte now and then does not keep it open
+                time.sleep(0.5)
+                sock.sendall(b"X-Slow: 1\r\n")
+            assert sock.recv(64) == b""  # closed by the server
+            assert time.monotonic() - started < 10

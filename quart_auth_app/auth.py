@@ -155,7 +155,6 @@ async def authenticate(email: str, password: str) -> User:
     if user is None or not ok:
         raise AppError(401, "invalid_credentials", INVALID_CREDENTIALS)
     await throttle().succeeded(attempt)
-    after_this_request(partial(set_device_cookie, user_id=user.id))
     if hasher().needs_rehash(user.password_hash):
         new_hash = await hasher().hash(password)
         await store().rehash_user_password(user.id, user.password_hash, new_hash)
@@ -163,8 +162,11 @@ async def authenticate(email: str, password: str) -> User:
 
 
 async def login_user(user: User, remember: bool = False) -> None:
-    """Sign the user in: the session moves to a new token when the response is saved."""
+    """Sign the user in: the session moves to a new token when the response is saved, and
+    the browser, which has just proved the password (signing in or signing up), gets a
+    device cookie for the account (lockouts the owner survives, SPEC §7)."""
     server_session().rotate(user, remember)
+    after_this_request(partial(set_device_cookie, user_id=user.id))
     await record_event(user, "sign-in")
 
 

@@ -156,3 +156,21 @@ async def test_addresses_are_counted_per_network(
         assert await sign_in(app.test_client(), "api", f"n{n}@x.org", "pw", address) == 401
     assert await sign_in(app.test_client(), "api", "late@x.org", "pw", same) == 429
     assert await sign_in(app.test_client(), "api", "late@x.org", "pw", other) == 401
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_the_browser_that_signed_up_is_known_too(app: Quart, kind: str) -> None:
+    """Found by hand: a person who registered, signed out and was then locked out by an
+    attacker could not get back in from the very browser they signed up with."""
+    browser = app.test_client()
+    body = {"email": "new@example.com", "password": PASSWORD}
+    scope = {"client": (HOME, 40000)}
+    if kind == "api":
+        created = await browser.post("/api/register", json=body, scope_base=scope)
+    else:
+        created = await browser.post("/register", form=body, scope_base=scope)
+    assert created.status_code in (201, 303)
+    assert (await browser.post("/api/logout")).status_code == 204
+    user = await app.extensions["auth_store"].select_user_by_email("new@example.com")
+    await lock_out(app, kind, user)
+    assert await sign_in(browser, kind, user.email, PASSWORD, PHONE_NET) == ok(kind)

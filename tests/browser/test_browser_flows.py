@@ -215,8 +215,12 @@ def test_throttling_message_after_repeated_failures(browser: Browser, tmp_path: 
     }
     with running(tmp_path, env, workers=1) as server:
         factory, watch, opened = open_contexts(browser, server.url)
+        own = factory().new_page()
+        email = new_user(own, "throttle", "Theo")
+        # Another browser, which has never signed in to the account (no device cookie):
+        # the one that signed up would be counted against its own allowance instead.
         page = factory().new_page()
-        email = new_user(page, "throttle", "Theo")
+        page.goto(f"{server.url}/login")
         statuses = []
         for _ in range(4):
             with page.expect_response(lambda r: r.request.method == "POST") as answer:
@@ -233,6 +237,12 @@ def test_throttling_message_after_repeated_failures(browser: Browser, tmp_path: 
         with page.expect_response(lambda r: r.request.method == "POST") as answer:
             sign_in(page, email)  # even the right password waits out the lockout
         assert answer.value.status == 429
+
+        # The owner's own browser (it signed up, so it holds a device cookie) gets in.
+        with own.expect_response(lambda r: r.request.method == "POST") as answer:
+            sign_in(own, email)
+        assert answer.value.status == 303
+        expect(own.get_by_role("heading", level=1)).to_have_text("Welcome, Theo!")
         for context in opened:
             context.close()
     assert watch.problems == []

@@ -13,7 +13,9 @@ import hashlib
 import hmac
 import ipaddress
 import math
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from quart import current_app, request
@@ -104,7 +106,7 @@ class Throttle:
             raise _too_many(full[0])
 
     async def _count(
-        self, limits: dict[str, int], failure: FailureEvent | None = None
+        self, limits: dict[str, int], failure: Callable[[], FailureEvent] | None = None
     ) -> int | None:
         """Count one attempt against every key (all or none), or raise 429.
 
@@ -113,15 +115,20 @@ class Throttle:
         attempt that finds a key full while others were counted moments ago waits (up to
         THROTTLE_IN_FLIGHT_WAIT, no CPU) for them to finish: if they succeed they give
         their places back, so right passwords signing in at once are never refused for
-        each other. Returns the provisional failure event's id, if one was recorded.
+        each other. `failure` makes the provisional failure event, only once the attempt is
+        admitted (naming the device parses the user agent: a refused one costs only reads).
+        Returns that event's id, if one was recorded.
         """
         config = current_app.config
         deadline = time.monotonic() + float(config["THROTTLE_IN_FLIGHT_WAIT"])
+        event: FailureEvent | None = None
         while True:
             full = await self._full(limits)
             if full is None:
                 now, window = time.time(), float(config["THROTTLE_WINDOW"])
-                admission = await self.store.hit_throttles(limits, now, window, failure)
+                if failure is not None and event is None:
+                    event = failure()
+                admission = await self.store.hit_throttles(limits, now, window, event)
                 if admission.retry_after is None:
                     return admission.event_id
                 full = (admission.retry_after, True)  # others were counted at this instant
@@ -139,8 +146,11 @@ class Throttle:
         transaction (and dropped by `succeeded`), so known and unknown emails cost the same.
         """
         config = current_app.config
-        agent, ip = client_meta()
-        failure = FailureEvent(email, event_kind, ip, agent, describe(agent))
+
+        def failure() -> FailureEvent:
+            agent, ip = client_meta()
+            return FailureEvent(email, event_kind, ip, agent, describe(agent))
+
         if not self._on():
             return Attempt(event_id=await self._count({}, failure))
         nonce = device_nonce(user.id) if user is not None else None
@@ -182,6 +192,12 @@ class Throttle:
             await self._refuse_if_full(self._session_writes(session_id))
 
     async def count_session_write(self, session_id: str) -> None:
-        """Count an account change this session made (one that changed something)."""
+        """Count an account change this session made (one that changed something).
+
+        Counted, never refused: the change is done by now, and a concurrent one that
+        passed `check_session_write` at the same time must not answer 429 for it.
+        """
         if self._on():
-            await self._count(self._session_writes(session_id))
+            [key] = self._session_writes(session_id)
+            now, window = time.time(), float(current_app.config["THROTTLE_WINDOW"])
+            await self.store.hit_throttles({key: sys.maxsize}, now, window)

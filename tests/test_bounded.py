@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -182,3 +183,40 @@ async def test_rows_from_before_device_names_are_never_parsed_per_request(
     assert crafted[:60] in await page.get_data(as_text=True)
     listed = (await (await client.get("/api/sessions")).get_json())["sessions"]
     assert [s["device"] for s in listed] == [crafted[:60]]
+
+
+async def test_two_revocations_at_once_near_the_limit_both_answer_for_what_they_did(
+    app: Quart, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both pass the limit's check before either is counted, and both revoke: neither may
+    then answer 429 for a revocation that happened (it used to, the second one's count
+    refusing after the fact)."""
+    app.config["THROTTLE_SESSION_WRITES"] = 1
+    client = await authenticated_client(app, user)
+    store = app.extensions["auth_store"]
+    await login_session(app, user)
+    await login_session(app, user)
+    mine = (await (await client.get("/api/sessions")).get_json())["sessions"]
+    targets = [s["id"] for s in mine if not s["current"]]
+    inside, real = asyncio.Event(), store.delete_session_of_user
+    entered = 0
+
+    async def both_inside(user_id: int, session_id: str) -> bool:
+        nonlocal entered
+        entered += 1
+        if entered == len(targets):
+            inside.set()
+        await inside.wait()
+        return bool(await real(user_id, session_id))
+
+    monkeypatch.setattr(store, "delete_session_of_user", both_inside)
+    answers = await asyncio.gather(*(client.delete(f"/api/sessions/{t}") for t in targets))
+    assert [a.status_code for a in answers] == [204, 204]
+    left = (await (await client.get("/api/sessions")).get_json())["sessions"]
+    assert [s["current"] for s in left] == [True]
+    monkeypatch.setattr(store, "delete_session_of_user", real)
+    await login_session(app, user)
+    listed = (await (await client.get("/api/sessions")).get_json())["sessions"]
+    [other] = [s["id"] for s in listed if not s["current"]]
+    refused = await client.delete(f"/api/sessions/{other}")
+    assert refused.status_code == 429  # the limit holds for what comes after

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 from conftest import PASSWORD
+from dbrows import rows
 from quart import Quart
 from quart.testing import QuartClient
 
-from quart_auth_app import create_app, passwords
+from quart_auth_app import agents, create_app, passwords
 from quart_auth_app.sessions import expiry, purge_expired
 from quart_auth_app.store import Store, User
 from quart_auth_app.testing import authenticated_client, create_user
@@ -410,3 +411,26 @@ async def test_wrong_passwords_at_once_still_stop_at_the_limit(app: Quart, user:
     ]
     statuses = sorted(r.status_code for r in await asyncio.gather(*racers))
     assert statuses == [401] * ACCOUNT_LIMIT + [429] * 3
+
+
+async def test_a_refused_attempt_only_reads(
+    app: Quart, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before it is refused, a stranger's attempt costs reads only: no write, and no parse
+    of its user agent (naming the device is for the event an admitted attempt records)."""
+    for _ in range(ACCOUNT_LIMIT):
+        assert (await sign_in(app.test_client(), "api", user.email, "wrong")).status_code == 401
+    before = rows(app, "SELECT count(*), max(last_hit) FROM throttle")
+    events = rows(app, "SELECT count(*) FROM events")
+
+    def refuse(agent: str) -> Any:
+        raise AssertionError(f"user agent parsed for a refused attempt: {agent[:30]}")
+
+    agents.describe.cache_clear()
+    monkeypatch.setattr(agents, "parse_user_agent", refuse)
+    crafted = {"User-Agent": "Mozilla/5.0 (" + "c;" * 250 + ")"}
+    for _ in range(3):
+        refused = await sign_in(app.test_client(), "api", user.email, PASSWORD, headers=crafted)
+        assert_throttled(refused)
+    assert rows(app, "SELECT count(*), max(last_hit) FROM throttle") == before
+    assert rows(app, "SELECT count(*) FROM events") == events

@@ -25,10 +25,11 @@ from .store import Event, SessionRecord, Store, StoreUnavailable, User
 from .throttle import Throttle
 from .validation import (
     ValidationFailed,
-    check_password_length,
     check_signup_fields,
+    new_password_length_problem,
     sign_in_email,
     text,
+    typed_password_problem,
 )
 
 P = ParamSpec("P")
@@ -133,9 +134,9 @@ def read_credentials(data: Mapping[str, Any]) -> tuple[str, str]:
     except ValidationFailed as exc:
         fields.update(exc.fields)
     password = text(data, "password")
-    problem = check_password_length(password, 1, current_app.config["PASSWORD_MAX_LENGTH"])
+    problem = typed_password_problem(password, current_app.config, "Please enter your password.")
     if problem:
-        fields["password"] = "Please enter your password." if not password else problem
+        fields["password"] = problem
     if fields:
         raise invalid_input(fields)
     return email, password
@@ -190,14 +191,12 @@ async def change_password(user: User, data: Mapping[str, Any]) -> None:
     new_password = text(data, "new_password")
     config = current_app.config
     fields = {}
-    current_problem = check_password_length(current_password, 1, config["PASSWORD_MAX_LENGTH"])
-    if current_problem:  # as at sign-in: a missing password is a 400, not a counted guess
-        fields["current_password"] = (
-            "Please enter your current password." if not current_password else current_problem
-        )
-    problem = check_password_length(
-        new_password, config["PASSWORD_MIN_LENGTH"], config["PASSWORD_MAX_LENGTH"]
+    current_problem = typed_password_problem(
+        current_password, config, "Please enter your current password."
     )
+    if current_problem:  # as at sign-in: a 400, not a counted guess
+        fields["current_password"] = current_problem
+    problem = new_password_length_problem(new_password, config)
     if problem:
         fields["new_password"] = problem
     if fields:

@@ -79,8 +79,8 @@ class ServerSession(dict[str, Any], SessionMixin):
         self.user = user
 
     def end(self) -> None:
-        """Signed out: the data goes and the cookie ends with the response (the row is gone,
-        see `end_session`); anything stored after this starts a new anonymous session."""
+        """Signed out: the data goes and the cookie ends with the response (the caller has
+        deleted the row); anything stored after this starts a new anonymous session."""
         self.clear()
         self.user, self.login_as, self.ended = None, None, True
 

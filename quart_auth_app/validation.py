@@ -113,13 +113,25 @@ def check_password_length(password: str, min_length: int, max_length: int) -> st
     return None
 
 
+def typed_password_problem(password: str, config: Mapping[str, Any], missing: str) -> str | None:
+    """A message when a password typed to prove who one is (sign-in, current password) is
+    missing (`missing`) or cannot be one, else None: a 400, not a counted guess."""
+    problem = check_password_length(password, 1, config["PASSWORD_MAX_LENGTH"])
+    return (missing if not password else problem) if problem else None
+
+
+def new_password_length_problem(password: str, config: Mapping[str, Any]) -> str | None:
+    """A message when a new password's length is out of the configured bounds, else None."""
+    return check_password_length(
+        password, config["PASSWORD_MIN_LENGTH"], config["PASSWORD_MAX_LENGTH"]
+    )
+
+
 def check_new_password(
     password: str, config: Mapping[str, Any], user_inputs: list[str]
 ) -> str | None:
     """A message when a new password is refused (length, then strength), else None."""
-    problem = check_password_length(
-        password, config["PASSWORD_MIN_LENGTH"], config["PASSWORD_MAX_LENGTH"]
-    )
+    problem = new_password_length_problem(password, config)
     return problem or weakness(password, user_inputs, config["PASSWORD_MIN_SCORE"])
 
 
@@ -140,9 +152,7 @@ def check_signup_fields(data: Mapping[str, Any], config: Mapping[str, Any]) -> R
     except ValidationFailed as exc:
         errors.update(exc.fields)
     password = text(data, "password")
-    problem = check_password_length(
-        password, config["PASSWORD_MIN_LENGTH"], config["PASSWORD_MAX_LENGTH"]
-    )
+    problem = new_password_length_problem(password, config)
     if problem:
         errors["password"] = problem
     if errors:

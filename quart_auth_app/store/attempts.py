@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from . import Admission, Event, FailureEvent, ThrottleState
-from .engine import Engine
+from .engine import Engine, Queries
 
 HIT_THROTTLE = """
     INSERT INTO throttle AS t (key, count, window_start, last_hit) VALUES (:key, 1, :now, :now)
@@ -15,7 +16,13 @@ HIT_THROTTLE = """
       last_hit = :now
     RETURNING count, window_start
 """
-# A user's events past the newest :keep (SPEC §7: events bounded per user, not only in time).
+# An event for the user `{user}` names (a subquery, so an unknown email inserts nothing by
+# the very same statement), then that user's events past the newest :keep (SPEC §7: events
+# bounded per user, not only in time).
+INSERT_EVENT = """
+    INSERT INTO events (user_id, kind, ip, user_agent, device, created_at)
+    SELECT id, :kind, :ip, :agent, :device, :now FROM users WHERE id = {user} RETURNING id
+"""
 TRIM_EVENTS = """
     DELETE FROM events WHERE user_id = {user} AND id NOT IN (
       SELECT id FROM events WHERE user_id = {user} ORDER BY created_at DESC, id DESC LIMIT :keep)
@@ -71,24 +78,17 @@ class AttemptQueries(Engine):
                     raise _Refused
                 if failure is None or "\x00" in failure.email:
                     return Admission(None)
-                event = await tx.fetch_one(
-                    """INSERT INTO events (user_id, kind, ip, user_agent, device, created_at)
-                        SELECT id, :kind, :ip, :agent, :device, :now FROM users
-                        WHERE email = :email RETURNING id""",
-                    {
-                        "kind": failure.kind,
-                        "ip": failure.ip,
-                        "agent": failure.user_agent,
-                        "device": failure.device,
-                        "now": now,
-                        "email": failure.email,
-                    },
+                event_id = await self._insert_event(
+                    tx,
+                    USER_BY_EMAIL,
+                    {"email": failure.email},
+                    failure.kind,
+                    failure.ip,
+                    failure.user_agent,
+                    failure.device,
+                    now,
                 )
-                await tx.execute(
-                    TRIM_EVENTS.format(user=USER_BY_EMAIL),
-                    {"email": failure.email, "keep": self.events_per_user},
-                )
-                return Admission(None, int(event["id"]) if event else None)
+                return Admission(None, event_id)
         except _Refused:
             return Admission(max(over, 1e-3))
 
@@ -113,22 +113,29 @@ class AttemptQueries(Engine):
         self, user_id: int, kind: str, ip: str, user_agent: str, now: float, device: str = ""
     ) -> None:
         async with self.transaction() as tx:
-            await tx.execute(
-                """INSERT INTO events (user_id, kind, ip, user_agent, device, created_at)
-                   VALUES (:user_id, :kind, :ip, :user_agent, :device, :now)""",
-                {
-                    "user_id": user_id,
-                    "kind": kind,
-                    "ip": ip,
-                    "user_agent": user_agent,
-                    "device": device,
-                    "now": now,
-                },
+            await self._insert_event(
+                tx, ":user_id", {"user_id": user_id}, kind, ip, user_agent, device, now
             )
-            await tx.execute(
-                TRIM_EVENTS.format(user=":user_id"),
-                {"user_id": user_id, "keep": self.events_per_user},
-            )
+
+    async def _insert_event(
+        self,
+        tx: Queries,
+        user: str,
+        who: dict[str, Any],
+        kind: str,
+        ip: str,
+        user_agent: str,
+        device: str,
+        now: float,
+    ) -> int | None:
+        """Record an event for the user the SQL expression `user` names (bound by `who`)
+        and trim that user's oldest past `events_per_user`; the event's id, if one was made."""
+        row = await tx.fetch_one(
+            INSERT_EVENT.format(user=user),
+            {**who, "kind": kind, "ip": ip, "agent": user_agent, "device": device, "now": now},
+        )
+        await tx.execute(TRIM_EVENTS.format(user=user), {**who, "keep": self.events_per_user})
+        return int(row["id"]) if row else None
 
     async def select_events_of_user(self, user_id: int, limit: int) -> list[Event]:
         rows = await self.fetch_all(

@@ -200,12 +200,20 @@ class SQLiteDatabase:
         self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] = ()
     ) -> list[sqlite3.Row]:
         """The rows of one read, on a reader connection (never waits for writers)."""
-        return await self._read(sql, params)
+        if not self._readers:
+            await self.open()
+        self._next_reader = (self._next_reader + 1) % len(self._readers)
+        try:
+            # One trip to the connection's thread (execute + fetchall there), not three; the
+            # statement is exhausted, so it holds no read snapshot afterwards.
+            return list(await self._readers[self._next_reader].execute_fetchall(sql, params))
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(str(exc)) from exc
 
     async def fetch_one(
         self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] = ()
     ) -> sqlite3.Row | None:
-        rows = await self._read(sql, params)
+        rows = await self.fetch_all(sql, params)
         return rows[0] if rows else None
 
     @asynccontextmanager
@@ -243,19 +251,6 @@ class SQLiteDatabase:
             finally:
                 await execute(db, f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
-    async def _read(
-        self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] = ()
-    ) -> list[sqlite3.Row]:
-        if not self._readers:
-            await self.open()
-        self._next_reader = (self._next_reader + 1) % len(self._readers)
-        try:
-            # One trip to the connection's thread (execute + fetchall there), not three; the
-            # statement is exhausted, so it holds no read snapshot afterwards.
-            return list(await self._readers[self._next_reader].execute_fetchall(sql, params))
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-
     async def migrate(self) -> int:
         """Run the schema's migrations past `PRAGMA user_version`; return the new version."""
         text = resources.files("quart_auth_app").joinpath("sql/sqlite.sql").read_text()
@@ -274,4 +269,4 @@ class SQLiteDatabase:
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers."""
-        await self._read("SELECT 1")
+        await self.fetch_all("SELECT 1")

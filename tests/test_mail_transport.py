@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import socket
 import stat
@@ -20,6 +21,7 @@ from quart import Quart
 from smtp import Certificate, MailServer, certificate, links, mail_server  # noqa: F401
 
 from quart_auth_app import create_app
+from quart_auth_app.cli_mail import register_mail_commands
 from quart_auth_app.mail import (
     SUBJECTS,
     FileTransport,
@@ -313,3 +315,55 @@ async def test_file_transport_uses_mail_outbox_dir_and_reports_failure(
     transport = transport_from_config({"MAIL_OUTBOX_DIR": str(blocker / "outbox")}, "/nonexistent")
     with pytest.raises(MailError, match="a-file"):
         await transport.send(await render(mail_app))
+
+
+# The send-test-mail command (synchronous tests: the command runs its own event loop)
+
+
+def invoke(app: Quart, *args: str) -> Any:
+    register_mail_commands(app)
+    return app.test_cli_runner().invoke(args=list(args))
+
+
+def test_send_test_mail_delivers(mail_app: Quart, mail_server: MailServer) -> None:
+    mail_app.config.update(MAIL_URL=mail_server.url, MAIL_FROM=SENDER)
+    result = invoke(mail_app, "send-test-mail", " Ada@Example.com ")
+    assert result.exit_code == 0, result.output
+    assert result.output == f"Sent a test message to {ADA} via {mail_server.url}.\n"
+    (received,) = mail_server.messages
+    assert received["Subject"] == "Test message from quart_auth_app"
+    assert received["To"] == ADA and received["From"] == SENDER
+
+
+def test_send_test_mail_without_mail_url_writes_the_eml(mail_app: Quart) -> None:
+    result = invoke(mail_app, "send-test-mail", ADA)
+    assert result.exit_code == 0, result.output
+    folder = mail_app.config["MAIL_OUTBOX_DIR"]
+    assert f"via file://{folder}." in result.output
+    assert len(os.listdir(folder)) == 1
+
+
+def test_send_test_mail_reports_a_stopped_server(mail_app: Quart, mail_server: MailServer) -> None:
+    mail_app.config["MAIL_URL"] = mail_server.url
+    mail_server.stop()
+    result = invoke(mail_app, "send-test-mail", ADA)
+    assert result.exit_code == 1
+    assert f"Could not send: {mail_server.url}: " in result.output
+
+
+def test_send_test_mail_reports_a_bad_mail_url(mail_app: Quart) -> None:
+    mail_app.config["MAIL_URL"] = "imap://user:secret@mail.example.com"
+    result = invoke(mail_app, "send-test-mail", ADA)
+    assert result.exit_code == 1
+    assert "Could not send: MAIL_URL: unknown scheme 'imap'" in result.output
+    assert "secret" not in result.output
+
+
+def test_send_test_mail_refuses_an_invalid_address(
+    mail_app: Quart, mail_server: MailServer
+) -> None:
+    mail_app.config["MAIL_URL"] = mail_server.url
+    result = invoke(mail_app, "send-test-mail", "not-an-address")
+    assert result.exit_code == 2
+    assert "Invalid value for ADDRESS: Please enter a valid email address." in result.output
+    assert mail_server.messages == []

@@ -15,8 +15,11 @@ from quart import Quart, session
 from quart_schema import QuartSchema
 
 from .cli import register_commands
+from .cli_mail import register_mail_commands
 from .config import DEFAULTS, load_secret
 from .errors import AppError, register_error_handlers
+from .mail.sender import Sender
+from .mail.transport import transport_from_config
 from .openapi import OpenAPI
 from .passwords import Hasher
 from .security import init_security
@@ -25,7 +28,7 @@ from .sessions import ServerSessionInterface, purge_expired
 from .store import Store, open_store
 from .templating import init_templating
 from .throttle import Throttle
-from .views import account, api, pages
+from .views import account, api, life, pages, recovery
 
 __all__ = ["create_app"]
 
@@ -56,7 +59,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Quart:
     sessions = ServerSessionInterface(store)
     app.session_interface = sessions  # type: ignore[assignment]
     hasher = Hasher(int(app.config["BCRYPT_ROUNDS"]), int(app.config["BCRYPT_THREADS"]))
-    install(app, Services(store, hasher, Throttle(store), sessions.touches))
+    mailer = Sender(app, store, transport_from_config(app.config, app.instance_path))
+    install(app, Services(store, hasher, Throttle(store), sessions.touches, mailer))
 
     QuartSchema(
         app,
@@ -66,12 +70,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Quart:
         scalar_ui_path=None,
         swagger_ui_path=None,
     )
-    for blueprint in (pages.bp, account.bp, api.bp):
+    for blueprint in (pages.bp, account.bp, recovery.bp, life.bp, api.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     init_security(app)
     init_templating(app)
     register_commands(app)
+    register_mail_commands(app)
     _init_lifecycle(app)
 
     hops = int(app.config["TRUSTED_PROXY_HOPS"])
@@ -89,6 +94,7 @@ def _init_lifecycle(app: Quart) -> None:
     async def start() -> None:
         await found.store.open()
         found.touches.start()
+        found.mailer.start()
         purger.append(asyncio.create_task(_purge_forever(app, found.store)))
 
     @app.after_serving
@@ -98,6 +104,7 @@ def _init_lifecycle(app: Quart) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await found.mailer.stop()
         await found.touches.stop()
         await found.store.close()
         found.hasher.close()

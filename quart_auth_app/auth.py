@@ -18,10 +18,11 @@ from quart import after_this_request, current_app, redirect, request, session, u
 from .agents import describe
 from .devices import set_device_cookie
 from .errors import AppError, from_status, invalid_input, is_api_request
+from .mail.sender import Sender
 from .passwords import Hasher, check_strength
 from .services import services
 from .sessions import ServerSession, client_meta, expiry
-from .store import Event, SessionRecord, Store, StoreUnavailable, User
+from .store import Event, Outgoing, SessionRecord, Store, StoreUnavailable, User
 from .throttle import Throttle
 from .validation import (
     ValidationFailed,
@@ -37,6 +38,7 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 INVALID_CREDENTIALS = "Invalid credentials. Please try again."
+UNVERIFIED_OK = "unverified_ok"
 
 
 def store() -> Store:
@@ -52,6 +54,11 @@ def hasher() -> Hasher:
 def throttle() -> Throttle:
     """The current app's sign-in throttle."""
     return services().throttle
+
+
+def mailer() -> Sender:
+    """The current app's outbox sender (wake it after queueing mail)."""
+    return services().mailer
 
 
 def server_session() -> ServerSession:
@@ -102,9 +109,11 @@ async def register(data: Mapping[str, Any]) -> User:
     if await store().select_user_by_email(reg.email) is not None:
         raise _taken()
     password_hash = await hasher().hash(reg.password)
-    user = await store().insert_user(reg.email, reg.name, password_hash, time.time())
+    verify = Outgoing("verify_email", reg.email)
+    user = await store().insert_user(reg.email, reg.name, password_hash, time.time(), verify)
     if user is None:  # another request won the race for this email
         raise _taken()
+    mailer().wake()
     await login_user(user)
     return user
 
@@ -187,39 +196,55 @@ async def change_password(user: User, data: Mapping[str, Any]) -> None:
     The new hash, the new credential epoch and the end of the other sessions are one
     transaction: no failure leaves the new password stored with old sessions alive.
     """
-    current_password = text(data, "current_password")
     new_password = text(data, "new_password")
-    config = current_app.config
-    fields = {}
-    current_problem = typed_password_problem(
-        current_password, config, "Please enter your current password."
+    problem = new_password_length_problem(new_password, current_app.config)
+    await confirm_password(
+        user, data, "password change failed", {"new_password": problem} if problem else {}
     )
-    if current_problem:  # as at sign-in: a 400, not a counted guess
-        fields["current_password"] = current_problem
-    problem = new_password_length_problem(new_password, config)
-    if problem:
-        fields["new_password"] = problem
-    if fields:
-        raise invalid_input(fields)
-    attempt = await throttle().check_signin(user.email, user, "password change failed")
-    if not await hasher().check(current_password, user.password_hash):
-        raise AppError(
-            403,
-            "wrong_password",
-            "The current password is not right.",
-            {"current_password": "The current password is not right."},
-        )
-    await throttle().succeeded(attempt)
     problem = await password_weakness(new_password, [user.email, user.name])
     if problem:
         raise invalid_input({"new_password": problem})
     current = server_session()
     new_hash = await hasher().hash(new_password)
-    changed = await finish(store().change_user_password(user.id, new_hash, current.token_hash))
+    notice = Outgoing("password_changed", user.email, {"how": "changed", "name": user.name})
+    changed = await finish(
+        store().change_user_password(user.id, new_hash, current.token_hash, notice, time.time())
+    )
     if changed is None:  # the account was deleted meanwhile
         raise from_status(401)
+    mailer().wake()
     current.rotate(changed)
     await record_event(changed, "password changed")
+
+
+async def confirm_password(
+    user: User,
+    data: Mapping[str, Any],
+    event_kind: str,
+    other_problems: Mapping[str, str] | None = None,
+    field: str = "current_password",
+) -> None:
+    """The signed-in user typed their password again (`field` of `data`): counted like a
+    sign-in, 403 if wrong; right, it renews the session's proof of identity (SPEC §12).
+
+    `other_problems` are the request's other shape errors, reported with this field's in
+    one 400 before anything is counted.
+    """
+    password = text(data, field)
+    fields = dict(other_problems or {})
+    problem = typed_password_problem(
+        password, current_app.config, "Please enter your current password."
+    )
+    if problem:  # as at sign-in: a 400, not a counted guess
+        fields[field] = problem
+    if fields:
+        raise invalid_input(fields)
+    attempt = await throttle().check_signin(user.email, user, event_kind)
+    if not await hasher().check(password, user.password_hash):
+        wrong = "The current password is not right."
+        raise AppError(403, "wrong_password", wrong, {field: wrong})
+    await throttle().succeeded(attempt)
+    server_session().confirm_identity()
 
 
 def _session_id() -> str:
@@ -277,11 +302,27 @@ def login_required(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[Any
 
     @wraps(view)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-        if current_user() is None:
+        user = current_user()
+        if user is None:
             if is_api_request():
                 raise from_status(401)
             target = request.full_path.rstrip("?")
             return redirect(f"{url_for('pages.login')}?next={quote(target, safe='/')}")
+        if (
+            not user.email_verified
+            and current_app.config["REQUIRE_VERIFIED_EMAIL"]
+            and not getattr(view, UNVERIFIED_OK, False)
+        ):
+            if is_api_request():
+                raise AppError(403, "email_unverified", "Please verify your email address first.")
+            return redirect(url_for("recovery.unverified"))
         return await view(*args, **kwargs)
 
     return wrapper
+
+
+def unverified_ok(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Mark a view (under `login_required`) as open to accounts whose address is not verified
+    yet, when REQUIRE_VERIFIED_EMAIL closes the others to them (SPEC §11)."""
+    setattr(view, UNVERIFIED_OK, True)
+    return view

@@ -43,6 +43,25 @@ DEFAULTS: dict[str, Any] = {
     "PASSWORD_MIN_SCORE": 2,  # zxcvbn score 0-4
     "EVENTS_SHOWN": 20,
     "PAGE_SIZE": 20,  # sessions per page of /account
+    # Mail and the account's life (SPEC §11)
+    "PUBLIC_URL": "http://127.0.0.1:5000",  # links in mail are built from this, never Host
+    "MAIL_URL": None,  # smtp://, smtp+starttls:// or smtps://[user:pass@]host[:port]
+    "MAIL_FROM": "quart_auth_app <no-reply@localhost>",
+    "MAIL_OUTBOX_DIR": None,  # without MAIL_URL: .eml files here (None: instance/outbox)
+    "MAIL_TIMEOUT": 10,  # seconds for one SMTP delivery
+    "MAIL_CA_FILE": None,  # PEM bundle to trust for the SMTP server's TLS certificate
+    "MAIL_POLL_INTERVAL": 5.0,  # seconds between looks at the outbox (new mail wakes it too)
+    "MAIL_RETRY_DELAY": 30.0,  # first retry after this, doubling each time (at most an hour)
+    "MAIL_MAX_ATTEMPTS": 8,  # then the message is given up and the failure logged
+    "MAIL_LEASE": 120.0,  # seconds a sender holds a claimed message before others may retry
+    "MAIL_RETENTION": 604800,  # seconds sent or given-up messages stay in the outbox
+    "RESET_LINK_LIFETIME": 3600,
+    "VERIFY_LINK_LIFETIME": 172800,
+    "EMAIL_CHANGE_LINK_LIFETIME": 86400,
+    "REQUIRE_VERIFIED_EMAIL": False,  # unverified accounts see only "check your email"
+    "REAUTH_WINDOW": 900,  # seconds after a password was typed that sensitive pages open
+    "THROTTLE_MAIL_PER_EMAIL": 5,  # reset and verification mails to one address per window
+    "THROTTLE_MAIL_PER_ADDRESS": 30,  # such requests from one client network per window
 }
 
 

@@ -15,6 +15,7 @@ from quart import current_app
 if TYPE_CHECKING:
     from quart import Quart
 
+    from .mail.sender import Sender
     from .passwords import Hasher
     from .store import Store
     from .throttle import Throttle
@@ -27,6 +28,7 @@ class Services:
     hasher: Hasher
     throttle: Throttle
     touches: Touches
+    mailer: Sender
 
 
 def install(app: Quart, found: Services) -> None:

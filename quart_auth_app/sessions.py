@@ -34,6 +34,7 @@ MAX_AGENT_LENGTH = 512
 TOUCH_EVERY_MAX = 60.0  # last_seen is refreshed at least this often (seconds)...
 TOUCH_FRACTION = 0.1  # ...and at least every tenth of the idle timeout
 FLASHES = "_flashes"  # where Quart's flash() keeps its messages
+PROVED_AT = "_proved_at"  # when the owner last typed their password (re-authentication)
 PURGE_BATCH = 1000  # rows per purge transaction: a few ms of write lock each
 
 
@@ -77,6 +78,17 @@ class ServerSession(dict[str, Any], SessionMixin):
             remember = self.record.remember if self.record else False
         self.login_as = (user, remember)
         self.user = user
+        self.confirm_identity()
+
+    def confirm_identity(self) -> None:
+        """Its owner just proved who they are (a password typed): sensitive actions are
+        open for REAUTH_WINDOW from now (SPEC §12)."""
+        self[PROVED_AT] = time.time()
+
+    def proved_within(self, seconds: float) -> bool:
+        """Whether the owner proved who they are in the last `seconds`."""
+        proved = self.get(PROVED_AT)
+        return isinstance(proved, int | float) and time.time() - proved < seconds
 
     def end(self) -> None:
         """Signed out: the data goes and the cookie ends with the response (the caller has
@@ -247,7 +259,8 @@ class ServerSessionInterface(SessionInterface):
 
 
 async def purge_expired(config: Any, store: Store) -> int:
-    """Delete expired sessions, stale throttle counters and old events; return the sessions.
+    """Delete expired sessions, stale throttle counters, old events, expired link tokens and
+    sent mail; return the sessions.
 
     One process at a time across workers and nodes (the store's maintenance lock; a process
     that does not get it skips the round and returns 0), in batches of PURGE_BATCH rows,
@@ -263,6 +276,9 @@ async def purge_expired(config: Any, store: Store) -> int:
         await _in_batches(lambda n: store.delete_stale_throttle(window_cutoff, n))
         events_cutoff = now - float(config["EVENT_RETENTION"])
         await _in_batches(lambda n: store.delete_old_events(events_cutoff, n))
+        await _in_batches(lambda n: store.delete_expired_tokens(now, n))
+        mail_cutoff = now - float(config["MAIL_RETENTION"])
+        await _in_batches(lambda n: store.delete_old_mail(mail_cutoff, n))
         return deleted
 
 

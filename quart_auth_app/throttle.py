@@ -183,6 +183,24 @@ class Throttle:
             key = self.key("signup", client_network())
             await self._count({key: int(current_app.config["THROTTLE_SIGNUPS_PER_ADDRESS"])})
 
+    async def check_mail(self, email: str) -> None:
+        """Count a request that mails `email` (a reset link, a verification resend) against
+        the address and the client's network; 429 past either limit. Known and unknown
+        addresses count alike, so the answer says nothing about who has an account."""
+        if self._on():
+            config = current_app.config
+            limits = {
+                self.key("mail", email): int(config["THROTTLE_MAIL_PER_EMAIL"]),
+                self.key("mail-network", client_network()): int(
+                    config["THROTTLE_MAIL_PER_ADDRESS"]
+                ),
+            }
+            await self._count(limits)
+
+    def keys_of(self, email: str) -> list[str]:
+        """The keys that count an address: deleted with its account (SPEC §11)."""
+        return [self.key("account", email), self.key("mail", email)]
+
     def _session_writes(self, session_id: str) -> dict[str, int]:
         return {self.key("writes", session_id): int(current_app.config["THROTTLE_SESSION_WRITES"])}
 

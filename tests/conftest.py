@@ -57,7 +57,10 @@ async def pg_url(pg_template: str) -> AsyncIterator[str]:
 @pytest.fixture(params=ENGINES)
 def db_config(request: pytest.FixtureRequest, tmp_path: Any) -> dict[str, Any]:
     """Where the test's database lives: a fresh SQLite file, or a fresh PostgreSQL database."""
-    config: dict[str, Any] = {"DATABASE": str(tmp_path / "app.sqlite3")}
+    config: dict[str, Any] = {
+        "DATABASE": str(tmp_path / "app.sqlite3"),
+        "MAIL_OUTBOX_DIR": str(tmp_path / "outbox"),
+    }
     if request.param == "postgresql":
         config["DATABASE_URL"] = request.getfixturevalue("pg_url")
     return config

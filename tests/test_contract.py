@@ -16,7 +16,7 @@ from quart_auth_app.store import User
 from quart_auth_app.testing import authenticated_client
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "TRACE"]
-SAMPLE = {"session_id": "x", "filename": "style.css"}
+SAMPLE = {"session_id": "x", "filename": "style.css", "token": "t"}
 
 
 @pytest.fixture
@@ -124,6 +124,11 @@ SIGNED_IN = {
     ("DELETE", "/api/sessions/{session_id}"),
     ("POST", "/api/sessions/revoke-others"),
     ("POST", "/api/password"),
+    ("POST", "/api/email/verify/resend"),
+    ("POST", "/api/email"),
+    ("DELETE", "/api/me"),
+    ("GET", "/api/me/export"),
+    ("POST", "/api/reauthenticate"),
 }
 
 

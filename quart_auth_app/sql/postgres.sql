@@ -61,3 +61,40 @@ ALTER TABLE events ADD COLUMN device TEXT NOT NULL DEFAULT '';
 -- When a key was last counted: over its limit, an attempt waits for ones that may still
 -- be running (and may succeed) instead of being refused at once.
 ALTER TABLE throttle ADD COLUMN last_hit DOUBLE PRECISION NOT NULL DEFAULT 0;
+
+-- migration 5
+-- Mail and the account's life (SPEC §11).
+ALTER TABLE users ADD COLUMN email_verified BOOLEAN NOT NULL DEFAULT FALSE;
+-- Links sent by mail (reset, verify, email change): stored as the SHA-256 of the token,
+-- dead once used, expired, or once the user's epoch or email is no longer the one issued.
+CREATE TABLE tokens (
+    token_hash  BYTEA            PRIMARY KEY,
+    purpose     TEXT             NOT NULL,
+    user_id     BIGINT           NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    email       TEXT             NOT NULL,             -- the account's address when issued
+    new_email   TEXT             NOT NULL DEFAULT '',  -- for an email change: the new address
+    epoch       INTEGER          NOT NULL,             -- the user's credential epoch when issued
+    created_at  DOUBLE PRECISION NOT NULL,
+    expires_at  DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX tokens_user_id ON tokens (user_id);
+CREATE INDEX tokens_expires_at ON tokens (expires_at);
+-- Messages to send, written in the transaction of their cause. No foreign key on user_id:
+-- the goodbye mail outlives its account (the one table allowed to keep the address).
+CREATE TABLE mail_outbox (
+    id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind            TEXT             NOT NULL,
+    recipient       TEXT             NOT NULL,
+    user_id         BIGINT,
+    context         JSONB            NOT NULL DEFAULT '{}',  -- what the template needs
+    created_at      DOUBLE PRECISION NOT NULL,
+    attempts        INTEGER          NOT NULL DEFAULT 0,
+    next_attempt_at DOUBLE PRECISION NOT NULL,
+    claimed_until   DOUBLE PRECISION NOT NULL DEFAULT 0,     -- a sender holds it until then
+    sent_at         DOUBLE PRECISION,
+    failed_at       DOUBLE PRECISION,
+    last_error      TEXT             NOT NULL DEFAULT ''
+);
+CREATE INDEX mail_outbox_due ON mail_outbox (next_attempt_at)
+    WHERE sent_at IS NULL AND failed_at IS NULL;
+CREATE INDEX mail_outbox_created_at ON mail_outbox (created_at);

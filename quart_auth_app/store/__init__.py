@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 
@@ -25,6 +25,7 @@ class User:
     password_hash: str
     created_at: float
     epoch: int = 0  # moves on at every credential change; older sessions are dead (SPEC §5)
+    email_verified: bool = False  # a link mailed to the address was followed (SPEC §11)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,56 @@ class Admission:
 
 
 @dataclass(frozen=True)
+class Outgoing:
+    """A message to queue in the outbox, in the transaction of what causes it (SPEC §11).
+
+    `context` is what its templates need besides the account's name; links are made when
+    the message is sent, so the outbox never holds a usable token.
+    """
+
+    kind: str
+    recipient: str
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """A security event to record in the transaction of what it reports."""
+
+    kind: str
+    ip: str
+    user_agent: str
+    device: str
+
+
+@dataclass(frozen=True)
+class Mail:
+    """A queued message, claimed by one sender until `claimed_until`."""
+
+    id: int
+    kind: str
+    recipient: str
+    user_id: int | None
+    context: dict[str, Any]
+    attempts: int  # including this one
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Token:
+    """A live link token: what it is for, whose, and for an email change the new address."""
+
+    purpose: str
+    user: User
+    new_email: str
+    expires_at: float
+
+
+class EmailTaken(Exception):
+    """The address belongs to another account (an email change lost a race)."""
+
+
+@dataclass(frozen=True)
 class Expiry:
     """What makes a session dead at time `now`: past its absolute end, or idle too long."""
 
@@ -106,13 +157,18 @@ class Store(Protocol):
         ...
 
     async def insert_user(
-        self, email: str, name: str, password_hash: str, now: float
+        self, email: str, name: str, password_hash: str, now: float, mail: Outgoing | None = None
     ) -> User | None: ...
     async def select_user_by_email(self, email: str) -> User | None: ...
     async def select_user_by_id(self, user_id: int) -> User | None: ...
     async def rehash_user_password(self, user_id: int, old_hash: str, new_hash: str) -> bool: ...
     async def change_user_password(
-        self, user_id: int, password_hash: str, keep_hash: bytes | None
+        self,
+        user_id: int,
+        password_hash: str,
+        keep_hash: bytes | None,
+        mail: Outgoing | None = None,
+        now: float = 0.0,
     ) -> User | None: ...
 
     async def select_session_by_hash(self, token_hash: bytes) -> SessionRecord | None: ...
@@ -155,6 +211,30 @@ class Store(Protocol):
     ) -> None: ...
     async def select_events_of_user(self, user_id: int, limit: int) -> list[Event]: ...
     async def delete_old_events(self, cutoff: float, limit: int) -> int: ...
+
+    async def insert_token(
+        self, token_hash: bytes, purpose: str, user: User, new_email: str, now: float, ttl: float
+    ) -> None: ...
+    async def select_token(self, token_hash: bytes, purpose: str, now: float) -> Token | None: ...
+    async def reset_password(
+        self, token_hash: bytes, password_hash: str, now: float, event: NewEvent, mail: Outgoing
+    ) -> User | None: ...
+    async def verify_email(self, token_hash: bytes, now: float, event: NewEvent) -> User | None: ...
+    async def change_email(
+        self, token_hash: bytes, now: float, event: NewEvent, old_address_mail: Outgoing
+    ) -> User | None: ...
+    async def delete_user(
+        self, user_id: int, throttle_keys: Sequence[str], mail: Outgoing, now: float
+    ) -> bool: ...
+    async def delete_expired_tokens(self, now: float, limit: int) -> int: ...
+
+    async def insert_mail(self, mail: Outgoing, user_id: int | None, now: float) -> None: ...
+    async def claim_mail(self, now: float, lease: float, limit: int) -> list[Mail]: ...
+    async def mark_mail_sent(self, mail_id: int, now: float, note: str = "") -> None: ...
+    async def retry_mail(self, mail_id: int, error: str, next_attempt_at: float) -> None: ...
+    async def give_up_mail(self, mail_id: int, error: str, now: float) -> None: ...
+    async def count_mail_due(self) -> int: ...
+    async def delete_old_mail(self, cutoff: float, limit: int) -> int: ...
 
 
 def open_store(config: Mapping[str, Any]) -> Store:

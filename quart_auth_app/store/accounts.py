@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from . import Expiry, SessionRecord, User
+from . import Expiry, Outgoing, SessionRecord, User
 from .engine import Engine, Queries
+from .mail import queue_mail
 
-USER_COLUMNS = "id, email, name, password_hash, created_at, epoch"
+USER_COLUMNS = "id, email, name, password_hash, created_at, epoch, email_verified"
 SESSION_COLUMNS = """
     s.id, s.token_hash, s.user_id, s.data, s.remember, s.created_at, s.last_seen,
     s.expires_at, s.user_agent, s.ip, s.epoch, s.device,
     u.id AS u_id, u.email AS u_email, u.name AS u_name, u.password_hash AS u_password_hash,
-    u.created_at AS u_created_at, u.epoch AS u_epoch
+    u.created_at AS u_created_at, u.epoch AS u_epoch, u.email_verified AS u_email_verified
 """
 SESSIONS_WITH_USERS = (
     f"SELECT {SESSION_COLUMNS} FROM sessions AS s LEFT JOIN users AS u ON u.id = s.user_id"
@@ -34,6 +35,7 @@ def user_row(row: Any, prefix: str = "") -> User:
         row[f"{prefix}password_hash"],
         row[f"{prefix}created_at"],
         row[f"{prefix}epoch"],
+        bool(row[f"{prefix}email_verified"]),
     )
 
 
@@ -78,9 +80,10 @@ class AccountQueries(Engine):
     # users
 
     async def insert_user(
-        self, email: str, name: str, password_hash: str, now: float
+        self, email: str, name: str, password_hash: str, now: float, mail: Outgoing | None = None
     ) -> User | None:
-        """Create a user; None when the email is taken (the unique index decides)."""
+        """Create a user (and queue `mail` to it); None when the email is taken (the unique
+        index decides)."""
         async with self.transaction() as tx:
             row = await tx.fetch_one(
                 f"""INSERT INTO users (email, name, password_hash, created_at)
@@ -88,7 +91,12 @@ class AccountQueries(Engine):
                     ON CONFLICT (email) DO NOTHING RETURNING {USER_COLUMNS}""",
                 {"email": email, "name": name, "hash": password_hash, "now": now},
             )
-        return user_row(row) if row else None
+            if row is None:
+                return None
+            user = user_row(row)
+            if mail is not None:
+                await queue_mail(tx, mail, user.id, now)
+        return user
 
     async def select_user_by_email(self, email: str) -> User | None:
         if "\x00" in email:  # no stored email holds one (and PostgreSQL text cannot)
@@ -113,9 +121,15 @@ class AccountQueries(Engine):
         return changed > 0
 
     async def change_user_password(
-        self, user_id: int, password_hash: str, keep_hash: bytes | None
+        self,
+        user_id: int,
+        password_hash: str,
+        keep_hash: bytes | None,
+        mail: Outgoing | None = None,
+        now: float = 0.0,
     ) -> User | None:
-        """New password and epoch; every session but `keep_hash` ends, that one moves on."""
+        """New password and epoch; every session but `keep_hash` ends, that one moves on;
+        `mail` (the notification) is queued with them."""
         async with self.transaction() as tx:
             row = await tx.fetch_one(
                 f"""UPDATE users SET password_hash = :hash, epoch = epoch + 1 WHERE id = :id
@@ -130,6 +144,8 @@ class AccountQueries(Engine):
                 "UPDATE sessions SET epoch = :epoch WHERE token_hash = :keep",
                 {"epoch": user.epoch, "keep": keep_hash},
             )
+            if mail is not None:
+                await queue_mail(tx, mail, user_id, now)
         return user
 
     # sessions

@@ -11,8 +11,10 @@ engines live in `sqlite.py` and `postgres.py`, each saying why.
 from __future__ import annotations
 
 from .accounts import AccountQueries
-from .attempts import AttemptQueries
+from .links import LinkQueries
+from .mail import MailQueries
 
 
-class SQLStore(AccountQueries, AttemptQueries):
-    """The `Store` on any engine: users and sessions, throttle counters and events."""
+class SQLStore(AccountQueries, LinkQueries, MailQueries):
+    """The `Store` on any engine: users and sessions, throttle counters and events, link
+    tokens and the mail outbox."""

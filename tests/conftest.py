@@ -12,6 +12,7 @@ import pgcluster
 import pytest
 from quart import Quart
 from quart.testing import QuartClient
+from smtp import certificate, mail_server  # noqa: F401 (fixtures for every test module)
 
 from quart_auth_app import create_app
 from quart_auth_app.store import User

@@ -138,6 +138,13 @@ FIELDS = {
     "/api/login": ["email", "password", "remember"],
     "/api/register": ["email", "password", "name"],
     "/api/logout": [],
+    "/password/forgot": ["email"],
+    "/api/password/forgot": ["email"],
+    "/password/reset": ["new_password"],
+    "/api/password/reset": ["token", "new_password"],
+    "/email/verify": ["token"],
+    "/api/email/verify": ["token"],
+    "/email/change": ["token"],
 }
 
 
@@ -156,7 +163,9 @@ def values(field: str, plausible: bool, limit: int) -> st.SearchStrategy[str]:
         "email": st.builds(lambda n: f"user{n}@example.com", st.integers(0)),
         "password": st.builds(_run, chunks, st.integers(8, 1024), st.just(1024)),
         "name": st.text("abc xyz", max_size=100),
+        "token": st.text("ABCabc0123-_", min_size=43, max_size=43),
     }
+    strategies["new_password"] = strategies["password"]
     if plausible and field in strategies:
         return st.one_of(strategies[field], big_text(limit))
     return st.sampled_from(["", "on"]) if plausible else big_text(limit)
@@ -191,7 +200,8 @@ def bodies(draw: st.DrawFn, route: str) -> tuple[bytes, str]:
 
 
 ROUTES = [("POST", route) for route in sorted(FIELDS)] + [
-    ("GET", route) for route in ["/", "/login", "/register", "/protected"]
+    ("GET", route)
+    for route in ["/", "/login", "/register", "/protected", "/password/forgot", "/password/reset"]
 ]
 
 

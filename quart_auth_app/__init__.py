@@ -55,6 +55,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Quart:
     if not app.config.get("DATABASE_URL"):
         Path(app.config["DATABASE"]).parent.mkdir(parents=True, exist_ok=True)
 
+    if app.logger.level == logging.NOTSET:  # Quart's handler, at INFO: operators see the
+        app.logger.setLevel(logging.INFO)  # sender's notes (and, with no MAIL_URL, each link)
     store = open_store(app.config)
     sessions = ServerSessionInterface(store)
     app.session_interface = sessions  # type: ignore[assignment]

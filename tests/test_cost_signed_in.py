@@ -315,6 +315,14 @@ ROUTES = [
     Route("POST", "/api/password", PASSWORD_FIELDS, 2),
     Route("POST", "/api/logout"),
     Route("POST", "/api/login", ("email", "password", "remember"), 1),
+    # the account's life (SPEC §11, §12); deletion is left out: it would end the standing user
+    Route("GET", "/api/me/export"),
+    Route("GET", "/account/export"),
+    Route("GET", "/account/email"),
+    Route("GET", "/account/delete"),
+    Route("POST", "/api/email/verify/resend"),
+    Route("POST", "/api/email", ("new_email", "current_password"), 1),
+    Route("POST", "/api/reauthenticate", ("password",), 1),
 ]
 
 
@@ -324,6 +332,7 @@ def plausible(field: str) -> st.SearchStrategy[Any]:
         "email": st.just("ada@example.com"),
         "password": st.just(PASSWORD),
         "current_password": st.just(PASSWORD),
+        "new_email": st.builds(lambda n: f"ada{n}@example.org", st.integers(0)),
         "new_password": st.one_of(
             st.builds(lambda n: f"{STRONG} {n}", st.integers(0)),
             st.builds(_run, chunks, st.integers(8, 1024), st.just(1024)),

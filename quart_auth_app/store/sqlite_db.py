@@ -1,9 +1,10 @@
 """SQLite connections: WAL, one serialised writer connection, separate readers (SPEC §8).
 
 The queries live in `queries.py` (and the few SQLite-only ones in `sqlite.py`); this
-module opens, migrates and runs statements on the connections, the way quart-db's
-aiosqlite backend does: `fetch_all`, `fetch_one` and `execute`, alone or inside
-`transaction()`.
+module opens and migrates the file and runs statements on its connections, the way
+quart-db's aiosqlite backend does: `fetch_all`, `fetch_one` and `execute`, alone or
+inside `transaction()`. Opening one connection is in `sqlite_connection.py`; WAL mode,
+migrations and WAL truncation, run on the writer, are in `sqlite_upkeep.py`.
 """
 
 from __future__ import annotations
@@ -14,50 +15,18 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
-from importlib import resources
 from typing import Any
 
 import aiosqlite
 
 from . import StoreUnavailable
 from .files import exclusive, own_files, try_flock
-from .migrations import split_migrations
+from .sqlite_connection import Transaction, connect, execute
+from .sqlite_upkeep import apply_migrations, truncate_wal, use_wal
 
-BUSY_TIMEOUT_MS = 30_000
 READERS = 2
-JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes a checkpointed WAL is cut back to (SPEC §8)
-CHECKPOINT_BUSY_MS = 250  # longest a WAL truncation holds writers up, waiting for old readers
 
 log = logging.getLogger(__name__)
-
-
-async def execute(db: aiosqlite.Connection, sql: str, params: Mapping[str, Any] = {}) -> int:
-    """Execute one statement to completion and release it; return the rows changed.
-
-    A cursor left open keeps its statement active, and an active statement
-    holds SQLite locks, so every statement here is closed at once.
-    """
-    async with db.execute(sql, params) as cursor:
-        await cursor.fetchall()
-        return cursor.rowcount
-
-
-class _Transaction:
-    """Statements inside a write transaction, on the writer connection."""
-
-    def __init__(self, db: aiosqlite.Connection) -> None:
-        self.db = db
-
-    async def fetch_all(self, sql: str, params: Mapping[str, Any] = {}) -> list[sqlite3.Row]:
-        async with self.db.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
-
-    async def fetch_one(self, sql: str, params: Mapping[str, Any] = {}) -> sqlite3.Row | None:
-        rows = await self.fetch_all(sql, params)  # to the end: the statement is then done
-        return rows[0] if rows else None
-
-    async def execute(self, sql: str, params: Mapping[str, Any] = {}) -> int:
-        return await execute(self.db, sql, params)
 
 
 class SQLiteDatabase:
@@ -70,26 +39,6 @@ class SQLiteDatabase:
         self._next_reader = 0
         self._write_lock = asyncio.Lock()
         self._open_lock = asyncio.Lock()
-
-    async def _connect(self) -> aiosqlite.Connection:
-        connection = aiosqlite.connect(self.path, isolation_level=None)
-        try:
-            db = await connection
-        except sqlite3.Error:
-            # On a failed connect aiosqlite stops its thread without waiting, and the thread
-            # later calls back into this loop, which may be closed by then: wait for it here.
-            await asyncio.to_thread(connection._thread.join, 5.0)
-            raise
-        db.row_factory = sqlite3.Row
-        try:
-            await execute(db, f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            await execute(db, "PRAGMA foreign_keys = ON")
-            # FULL: a commit is on disk before the response says so (SPEC §8).
-            await execute(db, "PRAGMA synchronous = FULL")
-        except BaseException:
-            await db.close()  # its thread would otherwise keep the process from exiting
-            raise
-        return db
 
     async def open(self) -> None:
         """Connect and migrate once per process; later calls are no-ops.
@@ -108,11 +57,9 @@ class SQLiteDatabase:
             try:
                 async with exclusive(f"{self.path}.lock"):
                     await asyncio.to_thread(own_files, self.path)
-                    opened.append(await self._connect())
-                    await execute(opened[0], "PRAGMA journal_mode = WAL")
-                    # Without it a WAL, once grown by a large transaction, never shrank back.
-                    await execute(opened[0], f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
-                    opened += [await self._connect() for _ in range(READERS)]
+                    opened.append(await connect(self.path))
+                    await use_wal(opened[0])
+                    opened += [await connect(self.path) for _ in range(READERS)]
                     self._writer, self._readers = opened[0], opened[1:]
                     await self.migrate()
             except BaseException as exc:
@@ -172,10 +119,10 @@ class SQLiteDatabase:
                 raise StoreUnavailable(str(exc)) from exc
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_Transaction]:
+    async def transaction(self) -> AsyncIterator[Transaction]:
         """A write transaction (BEGIN IMMEDIATE): committed on leaving, rolled back on error."""
         async with self._write() as db:
-            yield _Transaction(db)
+            yield Transaction(db)
 
     async def execute(self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] = {}) -> int:
         """One write statement as its own transaction; return the rows it changed.
@@ -230,42 +177,16 @@ class SQLiteDatabase:
             return
         try:
             yield True
-            await self._truncate_wal()
+            db = await self._writer_db()
+            async with self._write_lock:
+                await truncate_wal(db, self.path)
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 
-    async def _truncate_wal(self) -> None:
-        """Checkpoint the WAL and cut it to zero bytes, unless readers hold it past a short wait.
-
-        TRUNCATE holds the write lock while it waits for readers of older snapshots, so the
-        wait is kept short; a WAL left long then is trimmed to JOURNAL_SIZE_LIMIT later, by
-        the first write after a checkpoint that caught up.
-        """
-        db = await self._writer_db()
-        async with self._write_lock:
-            try:
-                await execute(db, f"PRAGMA busy_timeout = {CHECKPOINT_BUSY_MS}")
-                await execute(db, "PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error as exc:
-                log.warning("WAL checkpoint of %s skipped: %s", self.path, exc)
-            finally:
-                await execute(db, f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-
     async def migrate(self) -> int:
         """Run the schema's migrations past `PRAGMA user_version`; return the new version."""
-        text = resources.files("quart_auth_app").joinpath("sql/sqlite.sql").read_text()
         async with self._write() as db:
-            async with db.execute("PRAGMA user_version") as cursor:
-                row = await cursor.fetchone()
-            version = int(row[0]) if row else 0
-            for number, statements in split_migrations(text):
-                if number <= version:
-                    continue
-                for statement in statements:
-                    await execute(db, statement)
-                version = number
-                await execute(db, f"PRAGMA user_version = {number}")
-        return version
+            return await apply_migrations(db)
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers."""

@@ -1,21 +1,19 @@
 """PostgreSQL connections: an asyncpg pool shared by every request of one worker (SPEC §9).
 
 The queries live in `queries.py` (and the few PostgreSQL-only ones in `postgres.py`),
-written with named parameters (`:name`), which `compiled` turns into `$n`. Here: the
-pool, `fetch_all` / `fetch_one` / `execute` alone or inside `transaction()`, the
-timeouts that turn an unreachable database into StoreUnavailable (a 503) rather than a
-hang, and the migrations, run under an advisory lock so nodes starting together
-migrate once.
+written with named parameters (`:name`). Here: the pool, `fetch_all` / `fetch_one` /
+`execute` alone or inside `transaction()`, the timeout that turns an unreachable
+database into StoreUnavailable (a 503) rather than a hang, and the migrations, run
+under an advisory lock so nodes starting together migrate once. One connection's
+timeouts, its errors and the `:name` to `$n` compilation are in `postgres_connection.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from functools import lru_cache
 from importlib import resources
 from typing import Any
 
@@ -23,70 +21,21 @@ import asyncpg
 
 from . import StoreUnavailable
 from .migrations import split_migrations
+from .postgres_connection import (
+    CLOSE_TIMEOUT,
+    COMMAND_TIMEOUT,
+    CONNECT_TIMEOUT,
+    UNAVAILABLE,
+    Statements,
+    connect,
+    unavailable,
+)
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT = 5.0  # seconds to open one connection
-COMMAND_TIMEOUT = 10.0  # seconds for one statement
 OPERATION_TIMEOUT = 15.0  # seconds for a whole store call, waiting for the pool included
-CLOSE_TIMEOUT = 5.0
 MIGRATION_LOCK = 0x5155_4155_5448  # pg_advisory_xact_lock key: "QUAUTH"
 MAINTENANCE_LOCK = 0x5155_4155_5450  # pg_try_advisory_lock key of the purge: "QUAUTP"
-
-# Errors that mean "the database is not there right now", never "the query is wrong".
-UNAVAILABLE: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,  # shutdown, cannot connect now
-    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
-    asyncpg.InterfaceError,  # connection closed under us
-    OSError,
-    TimeoutError,
-)
-
-
-NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")  # :name, not a ::cast
-
-
-def rows_changed(status: str) -> int:
-    """The row count of a command status such as 'DELETE 3'."""
-    return int(status.rsplit(" ", 1)[-1])
-
-
-@lru_cache(maxsize=256)
-def compiled(sql: str) -> tuple[str, tuple[str, ...]]:
-    """`sql` with `:name` parameters as PostgreSQL's `$n`, and the names in `$n` order."""
-    names: list[str] = []
-
-    def number(match: re.Match[str]) -> str:
-        if match[1] not in names:
-            names.append(match[1])
-        return f"${names.index(match[1]) + 1}"
-
-    return NAMED.sub(number, sql), tuple(names)
-
-
-def _args(sql: str, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
-    text, names = compiled(sql)
-    return text, [params[name] for name in names]
-
-
-class _Transaction:
-    """Statements inside a transaction, on one pooled connection."""
-
-    def __init__(self, db: asyncpg.Connection) -> None:
-        self.db = db
-
-    async def fetch_all(self, sql: str, params: Mapping[str, Any] = {}) -> list[asyncpg.Record]:
-        text, args = _args(sql, params)
-        return list(await self.db.fetch(text, *args))
-
-    async def fetch_one(self, sql: str, params: Mapping[str, Any] = {}) -> asyncpg.Record | None:
-        text, args = _args(sql, params)
-        return await self.db.fetchrow(text, *args)
-
-    async def execute(self, sql: str, params: Mapping[str, Any] = {}) -> int:
-        text, args = _args(sql, params)
-        return rows_changed(await self.db.execute(text, *args))
 
 
 class PostgresDatabase:
@@ -136,7 +85,7 @@ class PostgresDatabase:
                         OPERATION_TIMEOUT,
                     )
                 except UNAVAILABLE as exc:
-                    raise StoreUnavailable(f"PostgreSQL: {exc!r}") from exc
+                    raise unavailable(exc) from exc
             return self._pool
 
     async def _ready(self) -> asyncpg.Pool:
@@ -153,7 +102,7 @@ class PostgresDatabase:
             async with asyncio.timeout(OPERATION_TIMEOUT), pool.acquire() as db:
                 yield db
         except UNAVAILABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL: {exc!r}") from exc
+            raise unavailable(exc) from exc
 
     @asynccontextmanager
     async def maintenance(self) -> AsyncIterator[bool]:
@@ -165,20 +114,12 @@ class PostgresDatabase:
         OPERATION_TIMEOUT, which bounds only taking the lock here.
         """
         await self._ready()
-        try:
-            db = await asyncpg.connect(
-                self.url,
-                timeout=CONNECT_TIMEOUT,
-                command_timeout=COMMAND_TIMEOUT,
-                server_settings={"application_name": "quart_auth_app maintenance"},
-            )
-        except UNAVAILABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL: {exc!r}") from exc
+        db = await connect(self.url, "quart_auth_app maintenance")
         try:
             try:
                 mine = bool(await db.fetchval("SELECT pg_try_advisory_lock($1)", MAINTENANCE_LOCK))
             except UNAVAILABLE as exc:
-                raise StoreUnavailable(f"PostgreSQL: {exc!r}") from exc
+                raise unavailable(exc) from exc
             yield mine
         finally:
             # Ending the session releases the lock.
@@ -188,22 +129,22 @@ class PostgresDatabase:
                 db.terminate()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_Transaction]:
+    async def transaction(self) -> AsyncIterator[Statements]:
         """A transaction on one pooled connection: committed on leaving, rolled back on error."""
         async with self._connection() as db, db.transaction():
-            yield _Transaction(db)
+            yield Statements(db)
 
     async def fetch_all(self, sql: str, params: Mapping[str, Any] = {}) -> list[asyncpg.Record]:
         async with self._connection() as db:
-            return await _Transaction(db).fetch_all(sql, params)
+            return await Statements(db).fetch_all(sql, params)
 
     async def fetch_one(self, sql: str, params: Mapping[str, Any] = {}) -> asyncpg.Record | None:
         async with self._connection() as db:
-            return await _Transaction(db).fetch_one(sql, params)
+            return await Statements(db).fetch_one(sql, params)
 
     async def execute(self, sql: str, params: Mapping[str, Any] = {}) -> int:
         async with self._connection() as db:
-            return await _Transaction(db).execute(sql, params)
+            return await Statements(db).execute(sql, params)
 
     async def migrate(self) -> int:
         """Run the migrations past the recorded version, once across every node; return it."""

@@ -1,30 +1,58 @@
 """Serve the app with Hypercorn, exiting non-zero when a worker fails (SPEC §8).
 
 `python -m quart_auth_app.serve --config hypercorn.toml [hypercorn options]` is
-`hypercorn ... "quart_auth_app:create_app()"` with one fix. When a worker exits with
-an error (one that could not open its database, say), Hypercorn 0.18's master stops
-every worker, as it should, but then returns 0: its last `_join_exited` runs on the
-workers it has just asked to stop and overwrites the failure
+`hypercorn ... "quart_auth_app:create_app()"` with two fixes. First, when a worker
+exits with an error (one that could not open its database, say), Hypercorn 0.18's
+master stops every worker, as it should, but then returns 0: its last `_join_exited`
+runs on the workers it has just asked to stop and overwrites the failure
 (pgjones/hypercorn#269). A supervisor then sees a clean stop and a deployment
 script carries on with a server that never served. Here the first failure is
-remembered and becomes the exit status. It also raises the open-file limit
+remembered and becomes the exit status. Second, the access log leaves out the token
+of a mailed link (`RedactingLogger`, SPEC §13). It also raises the open-file limit
 (`raise_open_file_limit`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import resource
 import sys
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 import hypercorn.run
 from hypercorn.__main__ import main as hypercorn_main
+from hypercorn.config import Config
+from hypercorn.logging import Logger
 
-APP = "quart_auth_app:create_app()"
+from . import create_app
+
+# The workers load the app from here, so this module's logger setting reaches them too.
+APP = "quart_auth_app.serve:create_app()"
 OPEN_FILES_WITHOUT_HARD_LIMIT = 65536
 
 log = logging.getLogger(__name__)
+__all__ = ["RedactingLogger", "create_app", "main"]
+# Paths whose last segment is a mailed link's token (SPEC §11): never written to a log (§13).
+LINK_TOKEN = re.compile(r"^(/password/reset/|/email/verify/|/email/change/)[^/?\s]+")
+
+
+class RedactingLogger(Logger):
+    """Hypercorn's logger, with the token of a mailed link left out of the access log."""
+
+    def atoms(self, request: Any, response: Any, request_time: float) -> Any:
+        atoms = dict(super().atoms(request, response, request_time))
+        for key in ("r", "R", "U", "Uq"):  # "GET /path HTTP/1.1" and the bare path
+            if key in atoms:
+                parts = atoms[key].split(" ")
+                atoms[key] = " ".join(LINK_TOKEN.sub(r"\1[token]", part) for part in parts)
+        return atoms
+
+
+# Each worker is a fresh process that builds its logger from the configuration after it
+# loads the app, that is after importing this module (APP above).
+Config.logger_class = RedactingLogger
 
 
 def raise_open_file_limit() -> int:

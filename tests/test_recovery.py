@@ -406,3 +406,21 @@ async def test_resend_verification_is_throttled_and_silent_once_verified(
     assert (await client.post("/api/email/verify/resend")).status_code == 202
     assert rows(app, "SELECT count(*) FROM mail_outbox WHERE sent_at IS NULL") == [(0,)]
     assert len(mail_server.messages) == before
+
+
+def test_the_access_log_never_names_a_link_token() -> None:
+    """SPEC §13: the launcher's access log shows `[token]` where a mailed link carries one."""
+    from hypercorn.config import Config
+
+    from quart_auth_app.serve import RedactingLogger
+
+    logger = RedactingLogger(Config())
+    for path in ("/password/reset/SECRET", "/email/verify/SECRET", "/email/change/SECRET"):
+        scope = {
+            "type": "http", "method": "GET", "path": path, "query_string": b"a=1",
+            "http_version": "1.1", "headers": [], "client": ("127.0.0.1", 1), "scheme": "http",
+        }  # fmt: skip
+        atoms = logger.atoms(scope, {"status": 303, "headers": []}, 0.01)  # type: ignore[arg-type]
+        assert all("SECRET" not in atoms[key] for key in ("r", "R", "U", "Uq")), atoms
+        assert atoms["U"].endswith("/[token]")
+    assert Config().logger_class is RedactingLogger  # what the workers build their logger from

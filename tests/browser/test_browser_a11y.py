@@ -112,6 +112,13 @@ def landing_with_switch_open(page: Page) -> None:
     page.get_by_text("New here? Create an account").click()
 
 
+def forgot_sent(page: Page) -> None:
+    page.goto("/password/forgot")
+    page.get_by_label("Email").fill("nobody@example.com")
+    page.get_by_role("button", name="Send the link").click()
+    expect(page.get_by_role("status")).to_be_visible()
+
+
 def go(path: str) -> Callable[[Page], None]:
     def open_page(page: Page) -> None:
         page.goto(path)
@@ -128,11 +135,20 @@ ANONYMOUS: list[tuple[str, Callable[[Page], None]]] = [
     ("register-errors", weak_registration),
     ("logout-anonymous", go("/logout")),
     ("error-404", go("/no-such-page")),
+    ("forgot", go("/password/forgot")),
+    ("forgot-sent", forgot_sent),
+    ("link-invalid", go("/password/reset")),  # no reset link followed: 400
+    ("confirm-verify", go("/email/verify/" + "x" * 43)),  # the GET shows the button only
+    ("confirm-change", go("/email/change/" + "x" * 43)),
 ]
 SIGNED_IN: list[tuple[str, Callable[[Page], None]]] = [
     ("welcome", lambda page: None),  # the page registration lands on, with its flash
     ("protected", go("/protected")),
     ("account", go("/account")),
+    ("check-email", go("/email/unverified")),  # the new user has not verified yet
+    ("reauthenticate", go("/reauthenticate?next=/account/delete")),
+    ("change-email", go("/account/email")),
+    ("delete-account", go("/account/delete")),
     ("logout", go("/logout")),
     ("error-405", go("/account/password")),
 ]

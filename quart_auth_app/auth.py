@@ -176,7 +176,7 @@ async def login_user(user: User, remember: bool = False) -> None:
     the browser, which has just proved the password (signing in or signing up), gets a
     device cookie for the account (lockouts the owner survives, SPEC §7)."""
     server_session().rotate(user, remember)
-    after_this_request(partial(set_device_cookie, user_id=user.id))
+    after_this_request(partial(set_device_cookie, user=user))
     await record_event(user, "sign-in")
 
 

@@ -17,6 +17,8 @@ import secrets
 
 from quart import Response, current_app, request
 
+from .store import User
+
 NONCE_BYTES = 16
 MAX_COOKIE_LENGTH = 128
 
@@ -27,8 +29,12 @@ def derive_key(purpose: str) -> bytes:
     return hmac.new(secret, purpose.encode("ascii"), hashlib.sha256).digest()
 
 
-def _signature(payload: str) -> str:
-    mac = hmac.new(derive_key("device-cookie"), payload.encode("ascii"), hashlib.sha256)
+def _signature(payload: str, user: User) -> str:
+    """The cookie's MAC, over the payload and the account's creation time: an id SQLite
+    gives again to a later account (after the newest one is deleted) does not make the
+    old account's cookies known to the new one."""
+    signed = f"{payload}.{user.created_at!r}"
+    mac = hmac.new(derive_key("device-cookie"), signed.encode("ascii"), hashlib.sha256)
     return mac.hexdigest()[:32]
 
 
@@ -36,8 +42,8 @@ def cookie_name() -> str:
     return str(current_app.config["DEVICE_COOKIE_NAME"])
 
 
-def device_nonce(user_id: int) -> str | None:
-    """The nonce of this browser's device cookie when it is valid and names `user_id`.
+def device_nonce(user: User) -> str | None:
+    """The nonce of this browser's device cookie when it is valid and names `user`.
 
     The signature is checked before the account is compared, so a cookie costs the same
     to judge whichever account is being signed in to.
@@ -46,19 +52,20 @@ def device_nonce(user_id: int) -> str | None:
     if not value or len(value) > MAX_COOKIE_LENGTH or not value.isascii():
         return None
     payload, _, signature = value.rpartition(".")
-    if not hmac.compare_digest(signature.encode("ascii"), _signature(payload).encode("ascii")):
+    expected = _signature(payload, user).encode("ascii")
+    if not hmac.compare_digest(signature.encode("ascii"), expected):
         return None
     owner, _, nonce = payload.partition(".")
-    return nonce if owner == str(user_id) else None
+    return nonce if owner == str(user.id) else None
 
 
-def set_device_cookie(response: Response, user_id: int) -> Response:
-    """Give the browser a fresh device cookie for `user_id`."""
-    payload = f"{user_id}.{secrets.token_urlsafe(NONCE_BYTES)}"
+def set_device_cookie(response: Response, user: User) -> Response:
+    """Give the browser a fresh device cookie for `user`."""
+    payload = f"{user.id}.{secrets.token_urlsafe(NONCE_BYTES)}"
     secure = bool(current_app.config["SESSION_COOKIE_SECURE"]) or request.scheme == "https"
     response.set_cookie(
         cookie_name(),
-        f"{payload}.{_signature(payload)}",
+        f"{payload}.{_signature(payload, user)}",
         max_age=int(current_app.config["DEVICE_COOKIE_LIFETIME"]),
         path="/",
         secure=secure,

@@ -86,7 +86,7 @@ async def delete_account(user: User, data: Mapping[str, Any]) -> None:
     and throttle counters go in one transaction; a goodbye mail is queued with them."""
     await prove_identity(user, data, "account deletion failed", "password")
     goodbye = Outgoing("account_deleted", user.email, {"name": user.name})
-    keys = throttle().keys_of(user.email)
+    keys = throttle().keys_of(user)
     await finish(store().delete_user(user.id, keys, goodbye, time.time()))
     mailer().wake()
     server_session().end()

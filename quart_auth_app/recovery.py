@@ -14,7 +14,7 @@ from typing import Any
 from quart import current_app
 
 from .agents import describe
-from .auth import finish, hasher, mailer, password_weakness, store, throttle
+from .auth import finish, hasher, mailer, password_weakness, server_session, store, throttle
 from .errors import AppError, invalid_input
 from .lifecycle import prove_identity
 from .sessions import client_meta, hash_token
@@ -100,6 +100,9 @@ async def reset_password(token: str, data: Mapping[str, Any]) -> User:
     if done is None:  # used by another request meanwhile
         raise invalid_link()
     mailer().wake()
+    current = server_session()
+    if current.user is not None and current.user.id == done.id:
+        current.end()  # its row went with the others; what follows (a flash) starts afresh
     return done
 
 
@@ -118,7 +121,7 @@ async def resend_verification(user: User) -> None:
     if user.email_verified:
         return
     await throttle().check_mail(user.email)
-    await _queue(Outgoing("verify_email", user.email), user.id)
+    await _queue(Outgoing("verify_email", user.email, {"epoch": user.epoch}), user.id)
 
 
 async def request_email_change(user: User, data: Mapping[str, Any]) -> str:
@@ -134,7 +137,8 @@ async def request_email_change(user: User, data: Mapping[str, Any]) -> str:
         problems["new_email"] = "That is already your email address."
     await prove_identity(user, data, "email change failed", "current_password", problems)
     await throttle().check_mail(new_email)
-    await _queue(Outgoing("email_change", new_email, {"new_email": new_email}), user.id)
+    asked = {"new_email": new_email, "epoch": user.epoch}  # dropped if the password changes
+    await _queue(Outgoing("email_change", new_email, asked), user.id)
     return new_email
 
 

@@ -153,7 +153,7 @@ class Throttle:
 
         if not self._on():
             return Attempt(event_id=await self._count({}, failure))
-        nonce = device_nonce(user.id) if user is not None else None
+        nonce = device_nonce(user) if user is not None else None
         if nonce is not None:
             device = self.key("device", nonce)
             limits = {device: int(config["THROTTLE_DEVICE_FAILURES"])}
@@ -197,9 +197,13 @@ class Throttle:
             }
             await self._count(limits)
 
-    def keys_of(self, email: str) -> list[str]:
-        """The keys that count an address: deleted with its account (SPEC §11)."""
-        return [self.key("account", email), self.key("mail", email)]
+    def keys_of(self, user: User) -> list[str]:
+        """The keys that count the account: deleted with it (SPEC §11). Those of its other
+        browsers are unknown here (their nonces are in their cookies) and expire with the
+        window; this browser's is among them."""
+        keys = [self.key("account", user.email), self.key("mail", user.email)]
+        nonce = device_nonce(user)
+        return [*keys, self.key("device", nonce)] if nonce else keys
 
     def _session_writes(self, session_id: str) -> dict[str, int]:
         return {self.key("writes", session_id): int(current_app.config["THROTTLE_SESSION_WRITES"])}

@@ -137,9 +137,11 @@ async def test_concurrent_migrations_run_once(empty_url: str) -> None:
     )
     assert [r["tablename"] for r in tables] == [
         "events",
+        "mail_outbox",
         "schema_version",
         "sessions",
         "throttle",
+        "tokens",
         "users",
     ]
 

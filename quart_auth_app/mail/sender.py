@@ -157,10 +157,12 @@ class Sender:
             user = await self.store.select_user_by_email(mail.recipient)
         else:
             user = await self.store.select_user_by_id(mail.user_id or 0)
-        if user is None:
-            raise Dropped("no such account")
+        if user is None or user.created_at > mail.created_at:
+            raise Dropped("no such account")  # (or a later one under a reused id)
         if mail.kind == "verify_email" and (user.email_verified or user.email != mail.recipient):
             raise Dropped("address already verified or changed")
+        if mail.context.get("epoch", user.epoch) != user.epoch:
+            raise Dropped("the credentials changed since it was asked for")
         lifetime = float(self.app.config[lifetime_key])
         token = secrets.token_urlsafe(TOKEN_BYTES)
         new_email = mail.recipient if mail.kind == "email_change" else ""

@@ -144,6 +144,11 @@ class LinkQueries(AttemptQueries):
             deleted = await tx.execute("DELETE FROM users WHERE id = :id", {"id": user_id})
             if not deleted:
                 return False
+            # Its unsent mail goes too: nothing may later act on the id (SQLite gives the
+            # newest account's id again to the next one).
+            await tx.execute(
+                "DELETE FROM mail_outbox WHERE user_id = :id AND sent_at IS NULL", {"id": user_id}
+            )
             for key in throttle_keys:
                 await tx.execute("DELETE FROM throttle WHERE key = :key", {"key": key})
             await queue_mail(tx, mail, None, now)

@@ -111,6 +111,7 @@ async def delete_post() -> ResponseReturnValue:
 @bp.get("/account/export")
 @hide
 @login_required
+@unverified_ok
 async def export_download() -> Response:
     body = json.dumps(await export(signed_in_user()), indent=2)
     response = Response(body, mimetype="application/json")

@@ -354,11 +354,6 @@ def test_mailed_link_pages_look_right(
     assert problems == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app bug: the reset ends every session of the user, the browser's own too, and "
-    "the flash stored in it is lost, so /login shows no message (SPEC §11 asks for it)",
-)
 def test_reset_in_a_browser_still_signed_in_says_so(
     new_context: ContextFactory, mail: MailServer, server: Server
 ) -> None:

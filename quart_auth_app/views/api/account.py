@@ -108,6 +108,7 @@ async def api_delete_me(data: PasswordAgainIn) -> Response:
 @refuses(401)
 @validate_response(ExportOut, 200)
 @login_required
+@unverified_ok
 async def api_export() -> dict[str, Any]:
     """The account's profile, sessions, security events and passkeys, without secrets."""
     return await export(signed_in_user())

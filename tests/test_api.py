@@ -47,7 +47,12 @@ async def test_register_201_signs_in(app: Quart, client: QuartClient) -> None:
     )
     assert response.status_code == 201
     body = await response.get_json()
-    assert body == {"id": body["id"], "email": "grace@example.com", "name": "grace", "email_verified": False}
+    assert body == {
+        "id": body["id"],
+        "email": "grace@example.com",
+        "name": "grace",
+        "email_verified": False,
+    }
     assert session_cookie(response) is not None
     assert rows(app, "SELECT user_id FROM sessions") == [(body["id"],)]
     me = await client.get("/api/me")
@@ -99,7 +104,12 @@ async def test_register_taken_is_409(app: Quart, client: QuartClient, user: User
 async def test_login_200_sets_cookie(app: Quart, client: QuartClient, user: User) -> None:
     response = await client.post("/api/login", json={"email": user.email, "password": PASSWORD})
     assert response.status_code == 200
-    assert await response.get_json() == {"id": user.id, "email": user.email, "name": "Ada", "email_verified": False}
+    assert await response.get_json() == {
+        "id": user.id,
+        "email": user.email,
+        "name": "Ada",
+        "email_verified": False,
+    }
     cookie = session_cookie(response)
     assert cookie is not None and "HttpOnly" in cookie
     assert "Max-Age" not in cookie
@@ -176,7 +186,12 @@ async def test_me_anonymous_is_401(client: QuartClient) -> None:
 async def test_me_signed_in(auth_client: QuartClient, user: User) -> None:
     response = await auth_client.get("/api/me")
     assert response.status_code == 200
-    assert await response.get_json() == {"id": user.id, "email": user.email, "name": user.name, "email_verified": False}
+    assert await response.get_json() == {
+        "id": user.id,
+        "email": user.email,
+        "name": user.name,
+        "email_verified": False,
+    }
 
 
 async def test_logout_204_deletes_session(app: Quart, auth_client: QuartClient) -> None:

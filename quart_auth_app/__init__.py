@@ -28,7 +28,7 @@ from .sessions import ServerSessionInterface, purge_expired
 from .store import Store, open_store
 from .templating import init_templating
 from .throttle import Throttle
-from .views import account, api, life, pages, recovery
+from .views import account, api, life, pages, passkeys, recovery, two_step
 
 __all__ = ["create_app"]
 
@@ -72,7 +72,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Quart:
         scalar_ui_path=None,
         swagger_ui_path=None,
     )
-    for blueprint in (pages.bp, account.bp, recovery.bp, life.bp, api.bp):
+    blueprints = (pages, account, recovery, life, two_step, passkeys, api)
+    for blueprint in (module.bp for module in blueprints):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     init_security(app)

@@ -35,6 +35,9 @@ TOUCH_EVERY_MAX = 60.0  # last_seen is refreshed at least this often (seconds)..
 TOUCH_FRACTION = 0.1  # ...and at least every tenth of the idle timeout
 FLASHES = "_flashes"  # where Quart's flash() keeps its messages
 PROVED_AT = "_proved_at"  # when the owner last typed their password (re-authentication)
+PENDING = (
+    "_pending"  # a right password awaiting its second factor: [user id, remember, epoch, until]
+)
 PURGE_BATCH = 1000  # rows per purge transaction: a few ms of write lock each
 
 
@@ -89,6 +92,21 @@ class ServerSession(dict[str, Any], SessionMixin):
         """Whether the owner proved who they are in the last `seconds`."""
         proved = self.get(PROVED_AT)
         return isinstance(proved, int | float) and time.time() - proved < seconds
+
+    def begin_pending(self, user: User, remember: bool, until: float) -> None:
+        """A right password for an account with a second factor: nobody is signed in yet;
+        /login/verify finishes it until `until` (SPEC §12)."""
+        self[PENDING] = [user.id, remember, user.epoch, until]
+
+    def pending(self, now: float) -> tuple[int, bool, int] | None:
+        """(user id, remember, epoch) of a sign-in awaiting its second factor, if any."""
+        value = self.get(PENDING)
+        if not isinstance(value, list) or len(value) != 4 or not value[3] > now:
+            return None
+        return int(value[0]), bool(value[1]), int(value[2])
+
+    def end_pending(self) -> None:
+        self.pop(PENDING, None)
 
     def end(self) -> None:
         """Signed out: the data goes and the cookie ends with the response (the caller has

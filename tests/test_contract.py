@@ -129,6 +129,10 @@ SIGNED_IN = {
     ("DELETE", "/api/me"),
     ("GET", "/api/me/export"),
     ("POST", "/api/reauthenticate"),
+    ("POST", "/api/2fa/totp"),
+    ("POST", "/api/2fa/totp/confirm"),
+    ("DELETE", "/api/2fa/totp"),
+    ("POST", "/api/2fa/recovery-codes"),
 }
 
 

@@ -96,3 +96,31 @@ CREATE TABLE mail_outbox (
 CREATE INDEX mail_outbox_due ON mail_outbox (next_attempt_at)
     WHERE sent_at IS NULL AND failed_at IS NULL;
 CREATE INDEX mail_outbox_created_at ON mail_outbox (created_at);
+
+-- migration 6
+-- Second factors (SPEC §12). The TOTP secret is stored encrypted under a key derived from
+-- SECRET_KEY; recovery codes as SHA-256 (each deleted when used); passkeys as the public
+-- key and signature counter WebAuthn registration gave.
+CREATE TABLE totp (
+    user_id     INTEGER PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    secret      TEXT    NOT NULL,
+    confirmed   INTEGER NOT NULL DEFAULT 0,  -- on once a code was confirmed
+    last_step   INTEGER NOT NULL DEFAULT 0,  -- the last 30 s step accepted: never again
+    created_at  REAL    NOT NULL
+);
+CREATE TABLE recovery_codes (
+    user_id     INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    code_hash   BLOB    NOT NULL,
+    PRIMARY KEY (user_id, code_hash)
+);
+CREATE TABLE passkeys (
+    id            TEXT    PRIMARY KEY,  -- the credential id, base64url
+    user_id       INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    name          TEXT    NOT NULL,
+    public_key    BLOB    NOT NULL,
+    sign_count    INTEGER NOT NULL DEFAULT 0,
+    transports    TEXT    NOT NULL DEFAULT '[]',  -- JSON list
+    created_at    REAL    NOT NULL,
+    last_used_at  REAL
+);
+CREATE INDEX passkeys_user_id ON passkeys (user_id);

@@ -127,6 +127,29 @@ class Token:
     expires_at: float
 
 
+@dataclass(frozen=True)
+class Totp:
+    """A user's TOTP: its secret (encrypted), whether it is on, the last step accepted."""
+
+    secret: str
+    confirmed: bool
+    last_step: int
+
+
+@dataclass(frozen=True)
+class Passkey:
+    """A WebAuthn credential of a user (SPEC §12)."""
+
+    id: str  # the credential id, base64url
+    user_id: int
+    name: str
+    public_key: bytes
+    sign_count: int
+    transports: list[str]
+    created_at: float
+    last_used_at: float | None = None
+
+
 class EmailTaken(Exception):
     """The address belongs to another account (an email change lost a race)."""
 
@@ -227,6 +250,44 @@ class Store(Protocol):
         self, user_id: int, throttle_keys: Sequence[str], mail: Outgoing, now: float
     ) -> bool: ...
     async def delete_expired_tokens(self, now: float, limit: int) -> int: ...
+
+    # second factors (factors.py); a credential change moves the
+    # epoch: every session but `keep_hash` ends, that one carries on (SPEC §12)
+    async def select_totp(self, user_id: int) -> Totp | None: ...
+    async def start_totp(self, user_id: int, secret: str, now: float) -> bool: ...
+    async def confirm_totp(
+        self,
+        user_id: int,
+        step: int,
+        code_hashes: Sequence[bytes],
+        keep_hash: bytes | None,
+        event: NewEvent,
+        mail: Outgoing,
+        now: float,
+    ) -> User | None: ...
+    async def use_totp_step(self, user_id: int, step: int) -> bool: ...
+    async def use_recovery_code(self, user_id: int, code_hash: bytes) -> bool: ...
+    async def replace_recovery_codes(
+        self, user_id: int, code_hashes: Sequence[bytes], event: NewEvent, now: float
+    ) -> None: ...
+    async def count_recovery_codes(self, user_id: int) -> int: ...
+    async def disable_totp(
+        self, user_id: int, keep_hash: bytes | None, event: NewEvent, mail: Outgoing, now: float
+    ) -> User | None: ...
+
+    # passkeys (passkeys.py): adding or removing one moves the epoch like the factors above
+    async def insert_passkey(
+        self, passkey: Passkey, keep_hash: bytes | None, event: NewEvent, mail: Outgoing, now: float
+    ) -> User | None: ...
+    async def select_passkeys_of_user(self, user_id: int) -> list[Passkey]: ...
+    async def select_passkey(self, credential_id: str) -> Passkey | None: ...
+    async def use_passkey(
+        self, credential_id: str, old_count: int, new_count: int, now: float
+    ) -> bool: ...
+    async def rename_passkey(self, user_id: int, credential_id: str, name: str) -> bool: ...
+    async def delete_passkey(
+        self, user_id: int, credential_id: str, keep_hash: bytes | None, event: NewEvent, now: float
+    ) -> User | None: ...
 
     async def insert_mail(self, mail: Outgoing, user_id: int | None, now: float) -> None: ...
     async def claim_mail(self, now: float, lease: float, limit: int) -> list[Mail]: ...

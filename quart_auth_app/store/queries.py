@@ -11,10 +11,10 @@ engines live in `sqlite.py` and `postgres.py`, each saying why.
 from __future__ import annotations
 
 from .accounts import AccountQueries
-from .links import LinkQueries
 from .mail import MailQueries
+from .passkeys import PasskeyQueries
 
 
-class SQLStore(AccountQueries, LinkQueries, MailQueries):
+class SQLStore(AccountQueries, PasskeyQueries, MailQueries):
     """The `Store` on any engine: users and sessions, throttle counters and events, link
-    tokens and the mail outbox."""
+    tokens and the mail outbox, second factors and passkeys."""

@@ -17,6 +17,7 @@ from ..auth import (
     signed_in_user,
 )
 from ..errors import AppError, render_page
+from ..factors import status
 
 bp = Blueprint("account", __name__)
 
@@ -35,6 +36,7 @@ async def _page(error: AppError | None = None) -> Response:
     page = _page_number()
     sessions, more = await list_sessions(user, (page - 1) * size, size)
     events = await recent_events(user)
+    totp_on, codes_left = await status(user)
     return await render_page(
         "account.html",
         error,
@@ -44,6 +46,8 @@ async def _page(error: AppError | None = None) -> Response:
         more_sessions=more,
         current_hash=server_session().token_hash,
         events=events,
+        totp_on=totp_on,
+        codes_left=codes_left,
     )
 
 

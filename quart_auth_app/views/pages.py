@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
-from quart import Blueprint, Response, flash, jsonify, redirect, request
+from quart import Blueprint, Response, flash, jsonify, redirect, request, url_for
 from quart.typing import ResponseReturnValue
 from quart_schema import hide
 
@@ -13,12 +13,12 @@ from ..auth import (
     current_user,
     database_health,
     login_required,
-    login_user,
     logout_user,
     read_credentials,
     register,
 )
 from ..errors import AppError, render_page
+from ..factors import sign_in
 from ..validation import text
 
 bp = Blueprint("pages", __name__)
@@ -59,7 +59,8 @@ async def login_post() -> ResponseReturnValue:
         user = await authenticate(*read_credentials(form))
     except AppError as error:
         return await render_page("login.html", error, email=typed[:254], next=next_url)
-    await login_user(user, remember=bool(form.get("remember")))
+    if not await sign_in(user, remember=bool(form.get("remember"))):
+        return redirect(f"{url_for('two_step.verify')}?next={quote(next_url, safe='/')}", 303)
     await flash(f"Welcome, {user.name}!", "success")
     return redirect(next_url, 303)
 

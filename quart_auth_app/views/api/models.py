@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
-from pydantic import ConfigDict, Field, WithJsonSchema
+from pydantic import ConfigDict, Field, RootModel, WithJsonSchema
 
 from ...openapi import FROM_CONFIG
 from ...validation import EMAIL_MAX, NAME_MAX
@@ -388,3 +388,56 @@ class ExportOut:
     sessions: list[ExportSessionOut]
     events: list[EventOut]
     passkeys: list[PasskeyOut]
+
+
+@dataclass
+class SecondFactorOut:
+    """The password was right; the session waits (5 minutes) for a second factor."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = closed(
+        {"second_factor_required": True, "methods": ["totp", "recovery_code"]}
+    )
+    second_factor_required: bool
+    methods: list[str]
+
+
+@dataclass
+class CodeIn:
+    """Unknown members are ignored."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = examples({"code": "123456"})
+    code: Annotated[
+        str,
+        doc(
+            "A 6-digit code from the authenticator app, or a recovery code (xxxx-xxxx-xxxx-xxxx).",
+            minLength=1,
+            maxLength=64,
+        ),
+    ]
+
+
+@dataclass
+class TotpSetupOut:
+    """A new TOTP secret, on once a code from it is confirmed."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = closed(
+        {
+            "secret": "JBSWY3DPEHPK3PXP",
+            "otpauth_uri": "otpauth://totp/quart_auth_app:ada%40example.com"
+            "?secret=JBSWY3DPEHPK3PXP&issuer=quart_auth_app",
+        }
+    )
+    secret: str
+    otpauth_uri: str
+
+
+@dataclass
+class RecoveryCodesOut:
+    """Ten single-use codes, shown this once."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = closed({"recovery_codes": ["abcd-efgh-jkmn-pqrs"]})
+    recovery_codes: list[str]
+
+
+class LoginOut(RootModel[UserOut | SecondFactorOut]):
+    """The account, signed in; or, with a second factor on, what the pending session needs."""

@@ -17,7 +17,6 @@ from ...auth import (
     change_password,
     list_sessions,
     login_required,
-    login_user,
     logout_user,
     read_credentials,
     register,
@@ -27,14 +26,17 @@ from ...auth import (
     signed_in_user,
     unverified_ok,
 )
+from ...factors import METHODS, sign_in
 from ...openapi import NoContent, sets_session_cookie
 from .base import MAYBE_SIGNED_IN, SIGNED_IN, bp, refuses, user_out
 from .models import (
     LoginIn,
+    LoginOut,
     PageQuery,
     PasswordIn,
     RegisterIn,
     RevokedOut,
+    SecondFactorOut,
     SessionOut,
     SessionsOut,
     UserOut,
@@ -56,12 +58,14 @@ async def api_register(data: RegisterIn) -> tuple[UserOut, int]:
 @sets_session_cookie
 @refuses(400, 401, 429)
 @validate_request(LoginIn)
-@validate_response(UserOut, 200)
-async def api_login(data: LoginIn) -> UserOut:
-    """Sign in; the response sets the session cookie."""
+@validate_response(LoginOut, 200)
+async def api_login(data: LoginIn) -> LoginOut:
+    """Sign in; the response sets the session cookie. With a second factor on, the session is
+    pending: POST /api/login/second-factor finishes it."""
     user = await authenticate(*read_credentials(data.__dict__))
-    await login_user(user, remember=data.remember)
-    return user_out(user)
+    if not await sign_in(user, remember=data.remember):
+        return LoginOut(SecondFactorOut(second_factor_required=True, methods=METHODS))
+    return LoginOut(user_out(user))
 
 
 @bp.get("/me")

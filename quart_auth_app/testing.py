@@ -1,4 +1,5 @@
-"""Test helpers: real users and real stored sessions without bcrypt or the login form (SPEC §5).
+"""Test helpers: real users and real stored sessions without bcrypt or the login form (SPEC §5),
+and a user with TOTP on with codes for it (SPEC §12).
 
 client = await authenticated_client(app, "ada@example.com")
 response = await client.get("/protected")
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from .sessions import new_token
 from .store import SessionRecord, Store, User
@@ -74,3 +75,29 @@ async def authenticated_client(app: Quart, user: User | str, remember: bool = Fa
     client = cast("QuartClient", app.test_client())
     client.set_cookie("localhost", app.config["SESSION_COOKIE_NAME"], token)
     return client
+
+
+async def enable_totp(app: Quart, user: User) -> str:
+    """Turn TOTP on for `user` (no enrolment pages, no recovery codes); return its secret,
+    for `totp_code`. Inside the app's context, as the rest of this module."""
+    import pyotp
+
+    from .factors import _fernet
+
+    store: Store = app.extensions["auth_store"]
+    secret = pyotp.random_base32()
+    async with app.app_context():
+        encrypted = _fernet().encrypt(secret.encode()).decode()
+    await store.start_totp(user.id, encrypted, time.time())
+    engine: Any = store  # the engine's own call: turning it on skips the enrolment's code
+    await engine.execute(
+        "UPDATE totp SET confirmed = :yes WHERE user_id = :id", {"yes": True, "id": user.id}
+    )
+    return secret
+
+
+def totp_code(secret: str, at: float | None = None) -> str:
+    """The 6-digit code an authenticator app shows for `secret` at `at` (default: now)."""
+    import pyotp
+
+    return pyotp.TOTP(secret).at(time.time() if at is None else at)

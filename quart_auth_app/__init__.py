@@ -22,9 +22,10 @@ from .mail.sender import Sender
 from .mail.transport import transport_from_config
 from .openapi import OpenAPI
 from .passwords import Hasher
+from .purge import purge_expired
 from .security import init_security
 from .services import Services, install, services
-from .sessions import ServerSessionInterface, purge_expired
+from .sessions import ServerSessionInterface
 from .store import Store, open_store
 from .templating import init_templating
 from .throttle import Throttle

@@ -21,8 +21,8 @@ from .errors import AppError, from_status, invalid_input, is_api_request
 from .mail.sender import Sender
 from .passwords import Hasher, check_strength
 from .services import services
-from .sessions import ServerSession, client_meta, expiry
-from .store import Event, Outgoing, SessionRecord, Store, StoreUnavailable, User
+from .sessions import ServerSession, client_meta
+from .store import Outgoing, Store, User
 from .throttle import Throttle
 from .validation import (
     ValidationFailed,
@@ -245,56 +245,6 @@ async def confirm_password(
         raise AppError(403, "wrong_password", wrong, {field: wrong})
     await throttle().succeeded(attempt)
     server_session().confirm_identity()
-
-
-def _session_id() -> str:
-    record = server_session().record
-    return record.id if record is not None else ""
-
-
-async def recent_events(user: User) -> list[Event]:
-    """The user's latest security events (EVENTS_SHOWN of them), newest first."""
-    return await store().select_events_of_user(user.id, int(current_app.config["EVENTS_SHOWN"]))
-
-
-async def database_health() -> tuple[str, bool]:
-    """The store's engine, and whether it answers right now."""
-    try:
-        await store().ping()
-    except StoreUnavailable:
-        return store().engine, False
-    return store().engine, True
-
-
-async def list_sessions(
-    user: User, offset: int = 0, limit: int = 50
-) -> tuple[list[SessionRecord], bool]:
-    """A page of the user's live sessions, most recently used first, and whether more follow."""
-    cutoffs = expiry(current_app.config, time.time())
-    records = await store().select_sessions_of_user(user.id, cutoffs, limit + 1, offset)
-    return records[:limit], len(records) > limit
-
-
-async def revoke_session(user: User, session_id: str) -> None:
-    """End one of the user's own sessions; 404 for any id that is not theirs."""
-    mine = _session_id()
-    await throttle().check_session_write(mine)
-    if not await finish(store().delete_session_of_user(user.id, session_id)):
-        raise AppError(404, "not_found", "There is no such session.")
-    await throttle().count_session_write(mine)
-    await record_event(user, "session revoked")
-
-
-async def revoke_other_sessions(user: User) -> int:
-    """End every session of the user but this one; return how many ended."""
-    mine = _session_id()
-    await throttle().check_session_write(mine)
-    except_hash = server_session().token_hash
-    count = await finish(store().delete_sessions_of_user(user.id, except_hash=except_hash))
-    if count:  # revoking nothing writes nothing (SPEC §7)
-        await throttle().count_session_write(mine)
-        await record_event(user, "other sessions revoked")
-    return count
 
 
 def login_required(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[Any]]:

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from .purge import purge_expired
 from .services import services
-from .sessions import purge_expired
 from .validation import ValidationFailed, check_email, check_new_password
 
 if TYPE_CHECKING:

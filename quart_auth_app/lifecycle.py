@@ -10,16 +10,17 @@ from urllib.parse import quote
 
 from quart import current_app, redirect, request, url_for
 
+from .account import list_sessions
 from .auth import (
     confirm_password,
     finish,
-    list_sessions,
     mailer,
     server_session,
     store,
     throttle,
 )
 from .errors import AppError, invalid_input, is_api_request
+from .passkeys import export_passkeys
 from .store import Outgoing, User
 from .validation import text
 
@@ -129,5 +130,5 @@ async def export(user: User) -> dict[str, Any]:
             }
             for e in events
         ],
-        "passkeys": [],
+        "passkeys": await export_passkeys(user),
     }

@@ -17,7 +17,7 @@ import pytest
 from dbrows import rows
 from quart import Quart
 
-from quart_auth_app.sessions import purge_expired
+from quart_auth_app.purge import purge_expired
 from quart_auth_app.store import User
 from quart_auth_app.testing import authenticated_client
 

@@ -27,8 +27,8 @@ from smtp import MailServer, links, mail_server  # noqa: F401
 
 from quart_auth_app import create_app
 from quart_auth_app.config import DEFAULTS
+from quart_auth_app.purge import purge_expired
 from quart_auth_app.services import services
-from quart_auth_app.sessions import purge_expired
 from quart_auth_app.store import Outgoing, open_store
 
 PUBLIC_URL = "https://auth.example.test"

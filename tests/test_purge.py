@@ -16,7 +16,8 @@ from dbrows import rows
 from quart import Quart
 
 from quart_auth_app import create_app
-from quart_auth_app.sessions import expiry, purge_expired
+from quart_auth_app.purge import purge_expired
+from quart_auth_app.sessions import expiry
 from quart_auth_app.store import Store, User
 
 BACKLOG = 100_000

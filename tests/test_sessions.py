@@ -20,7 +20,7 @@ from quart import Quart, session
 from quart.testing import QuartClient
 
 from quart_auth_app import create_app
-from quart_auth_app.sessions import purge_expired
+from quart_auth_app.purge import purge_expired
 from quart_auth_app.store import SessionRecord, User
 from quart_auth_app.testing import authenticated_client, create_user, login_session
 

@@ -6,13 +6,10 @@ from quart import Blueprint, Response, current_app, flash, redirect, request
 from quart.typing import ResponseReturnValue
 from quart_schema import hide
 
+from ..account import list_sessions, recent_events, revoke_other_sessions, revoke_session
 from ..auth import (
     change_password,
-    list_sessions,
     login_required,
-    recent_events,
-    revoke_other_sessions,
-    revoke_session,
     server_session,
     signed_in_user,
 )

@@ -8,10 +8,10 @@ from quart import Blueprint, Response, flash, jsonify, redirect, request, url_fo
 from quart.typing import ResponseReturnValue
 from quart_schema import hide
 
+from ..account import database_health
 from ..auth import (
     authenticate,
     current_user,
-    database_health,
     login_required,
     logout_user,
     read_credentials,

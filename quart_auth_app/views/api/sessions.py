@@ -11,17 +11,15 @@ from quart_schema import (
     validate_response,
 )
 
+from ...account import list_sessions, revoke_other_sessions, revoke_session
 from ...agents import label
 from ...auth import (
     authenticate,
     change_password,
-    list_sessions,
     login_required,
     logout_user,
     read_credentials,
     register,
-    revoke_other_sessions,
-    revoke_session,
     server_session,
     signed_in_user,
     unverified_ok,

@@ -16,7 +16,7 @@ from quart_auth_app.store import User
 from quart_auth_app.testing import authenticated_client
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "TRACE"]
-SAMPLE = {"session_id": "x", "filename": "style.css", "token": "t"}
+SAMPLE = {"session_id": "x", "filename": "style.css", "token": "t", "passkey_id": "x"}
 
 
 @pytest.fixture
@@ -133,6 +133,10 @@ SIGNED_IN = {
     ("POST", "/api/2fa/totp/confirm"),
     ("DELETE", "/api/2fa/totp"),
     ("POST", "/api/2fa/recovery-codes"),
+    ("POST", "/api/passkeys/register/options"),
+    ("POST", "/api/passkeys"),
+    ("GET", "/api/passkeys"),
+    ("DELETE", "/api/passkeys/{passkey_id}"),
 }
 
 
@@ -151,7 +155,9 @@ async def test_the_cookie_is_the_security_scheme(app: Quart, client: QuartClient
             assert "401" in operation["responses"]
             body = _example(operation)
             anonymous = await client.open(
-                path.replace("{session_id}", "x"), method=method, json=body
+                path.replace("{session_id}", "x").replace("{passkey_id}", "x"),
+                method=method,
+                json=body,
             )
             assert anonymous.status_code == 401, (method, path)
         else:

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from . import NewEvent, Outgoing, Totp, User
-from .accounts import USER_COLUMNS, user_row
 from .engine import Queries
 from .links import LinkQueries
 from .mail import queue_mail
+from .sessions import USER_COLUMNS, end_other_sessions, user_row
 
 
 async def move_epoch(tx: Queries, user_id: int, keep_hash: bytes | None) -> User | None:
@@ -22,14 +22,7 @@ async def move_epoch(tx: Queries, user_id: int, keep_hash: bytes | None) -> User
     if row is None:
         return None
     user = user_row(row)
-    await tx.execute(
-        "DELETE FROM sessions WHERE user_id = :id AND token_hash != :keep",
-        {"id": user_id, "keep": keep_hash or b""},
-    )
-    await tx.execute(
-        "UPDATE sessions SET epoch = :epoch WHERE token_hash = :keep",
-        {"epoch": user.epoch, "keep": keep_hash or b""},
-    )
+    await end_other_sessions(tx, user_id, keep_hash, user.epoch)
     return user
 
 

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import EmailTaken, NewEvent, Outgoing, Token, User
-from .accounts import USER_COLUMNS, user_row
 from .attempts import AttemptQueries
 from .engine import Queries
 from .mail import queue_mail
+from .sessions import USER_COLUMNS, user_row
 
 TOKEN_USER = ", ".join(
     f"u.{column.strip()} AS u_{column.strip()}" for column in USER_COLUMNS.split(",")

@@ -13,8 +13,9 @@ from __future__ import annotations
 from .accounts import AccountQueries
 from .mail import MailQueries
 from .passkeys import PasskeyQueries
+from .sessions import SessionQueries
 
 
-class SQLStore(AccountQueries, PasskeyQueries, MailQueries):
+class SQLStore(AccountQueries, SessionQueries, PasskeyQueries, MailQueries):
     """The `Store` on any engine: users and sessions, throttle counters and events, link
     tokens and the mail outbox, second factors and passkeys."""

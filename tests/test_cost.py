@@ -145,6 +145,8 @@ FIELDS = {
     "/email/verify": ["token"],
     "/api/email/verify": ["token"],
     "/email/change": ["token"],
+    "/login/verify": ["code", "next"],
+    "/api/login/second-factor": ["code"],
 }
 
 

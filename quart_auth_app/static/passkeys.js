@@ -46,6 +46,9 @@
     const status = document.querySelector("[data-passkey-status]");
     const button = form.querySelector("button");
     box.hidden = false;
+    for (const note of document.querySelectorAll("[data-passkey-unavailable]")) {
+      note.hidden = true;
+    }
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       button.disabled = true;

@@ -1,0 +1,180 @@
+"""Passkeys (SPEC §12) in a real Chromium, with its virtual authenticator (the DevTools
+`WebAuthn` domain), against the real Hypercorn.
+
+WebAuthn needs a secure context and a domain as RP ID: the server's PUBLIC_URL is
+http://localhost:PORT and the pages are opened there (localhost is a secure context; the
+server listens on 127.0.0.1, which localhost reaches).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+from servers import Server, free_port, running
+from smtp import MailServer
+
+from browser.browserkit import GENEROUS, ContextFactory, open_contexts, screenshot, unique_email
+from browser.test_browser_recovery import inbox, log_out, register
+
+pytestmark = pytest.mark.browser
+
+ADDED = "A passkey was added to your account"
+
+
+@pytest.fixture(scope="module")
+def mail() -> Iterator[MailServer]:
+    smtp = MailServer()
+    smtp.start()
+    try:
+        yield smtp
+    finally:
+        smtp.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, mail: MailServer) -> Iterator[Server]:
+    """Hypercorn (two workers) whose relying party is http://localhost:PORT."""
+    tmp = tmp_path_factory.mktemp("browser-passkeys")
+    port = free_port()
+    env = {
+        "QUART_DATABASE": str(tmp / "app.sqlite3"),
+        **GENEROUS,
+        "QUART_PUBLIC_URL": f"http://localhost:{port}",
+        "QUART_MAIL_URL": mail.url,
+        "QUART_MAIL_POLL_INTERVAL": "0.05",
+    }
+    with running(tmp, env, 2, port=port) as started:
+        yield started
+
+
+@pytest.fixture
+def new_context(browser: Browser, server: Server) -> Iterator[ContextFactory]:
+    """Watched contexts on http://localhost:PORT; any console or CSP problem fails the test."""
+    factory, watch, opened = open_contexts(browser, f"http://localhost:{server.port}")
+    yield factory
+    for context in opened:
+        context.close()
+    assert watch.problems == []
+
+
+def authenticator(context: BrowserContext, page: Page) -> tuple[Any, str]:
+    """A platform authenticator for the page: resident keys, user verification (passing).
+
+    With presence simulated it answers every request at once, autofill (conditional) ones
+    included: a /login page then signs in by itself. `present` switches that.
+    """
+    cdp = context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable")
+    added = cdp.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+                "automaticPresenceSimulation": True,
+            }
+        },
+    )
+    return cdp, added["authenticatorId"]
+
+
+def present(cdp: Any, authenticator_id: str, enabled: bool) -> None:
+    cdp.send(
+        "WebAuthn.setAutomaticPresenceSimulation",
+        {"authenticatorId": authenticator_id, "enabled": enabled},
+    )
+
+
+def test_add_a_passkey_sign_out_and_sign_in_with_it(
+    new_context: ContextFactory, server: Server, mail: MailServer
+) -> None:
+    context = new_context()
+    page = context.new_page()
+    cdp, authenticator_id = authenticator(context, page)
+    email = unique_email("passkey")
+    register(page, email, "Pat")
+
+    page.goto("/account")
+    expect(page.get_by_role("heading", name="Passkeys")).to_be_visible()
+    expect(page.get_by_text("You have no passkeys yet.")).to_be_visible()
+    expect(page.get_by_text("Adding a passkey needs JavaScript")).to_be_hidden()
+    page.get_by_label("Name for a new passkey (optional)").fill("Test laptop")
+    with page.expect_navigation():  # the page reloads once the passkey is stored
+        page.get_by_role("button", name="Add a passkey").click()
+    expect(page.get_by_label("Passkey name")).to_have_value("Test laptop")
+    expect(page.locator("#passkeys ~ ul")).to_contain_text("not used yet")
+    screenshot(page, "passkey-added")
+
+    [credential] = cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator_id})[
+        "credentials"
+    ]
+    assert credential["isResidentCredential"] is True and credential["rpId"] == "localhost"
+    [notice] = inbox(page, mail, email, ADDED)
+    body = notice.get_body(preferencelist=("plain",))
+    assert body is not None and '"Test laptop"' in body.get_content()
+
+    present(cdp, authenticator_id, False)  # the autofill request made on /login waits
+    log_out(page)
+    expect(page.get_by_label("Email")).to_have_attribute("autocomplete", "username webauthn")
+    present(cdp, authenticator_id, True)
+    # the button aborts the waiting autofill request and asks with fresh options
+    with page.expect_request(re.compile(r"/api/passkeys/login/options$")):
+        page.get_by_role("button", name="Sign in with a passkey").click()
+    expect(page).to_have_url(f"http://localhost:{server.port}/")
+    expect(page.get_by_role("navigation")).to_contain_text("Signed in as Pat")
+
+    page.goto("/account")
+    expect(page.locator("#passkeys ~ ul")).to_contain_text("last used")
+    count = cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator_id})[
+        "credentials"
+    ][0]["signCount"]
+    assert count >= 1
+
+    # removal from the page: the password was typed at sign-up, within REAUTH_WINDOW
+    page.get_by_role("button", name="Remove Test laptop").click()
+    expect(page.locator(".flash-success")).to_have_text(
+        "The passkey was removed. Other sessions were signed out."
+    )
+    expect(page.get_by_text("You have no passkeys yet.")).to_be_visible()
+
+
+def test_the_email_fields_autofill_signs_in_and_goes_to_next(
+    new_context: ContextFactory, server: Server
+) -> None:
+    context = new_context()
+    page = context.new_page()
+    cdp, authenticator_id = authenticator(context, page)
+    register(page, unique_email("next"), "Nia")
+    page.goto("/account")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Add a passkey").click()
+    expect(page.get_by_label("Passkey name")).to_have_value("Passkey 1")
+    present(cdp, authenticator_id, False)
+    log_out(page)
+    page.goto("/protected")  # sends the visitor to /login?next=/protected
+    expect(page).to_have_url(re.compile(r"/login\?next=/protected$"))
+    present(cdp, authenticator_id, True)
+    # Chromium's virtual authenticator picks the passkey the email field's autofill offers
+    # (conditional mediation) as soon as the page asks: nothing is clicked
+    page.reload()
+    expect(page).to_have_url(f"http://localhost:{server.port}/protected")
+    expect(page.get_by_role("navigation")).to_contain_text("Signed in as Nia")
+
+
+def test_without_javascript_the_passkey_buttons_stay_hidden(new_context: ContextFactory) -> None:
+    page = new_context(java_script_enabled=False).new_page()
+    page.goto("/login")
+    expect(page.get_by_role("button", name="Sign in with a passkey")).to_be_hidden()
+    expect(page.get_by_role("button", name="Sign in", exact=True)).to_be_visible()
+    register(page, unique_email("nojs"), "Noel")
+    page.goto("/account")
+    expect(page.get_by_role("heading", name="Passkeys")).to_be_visible()
+    expect(page.get_by_role("button", name="Add a passkey")).to_be_hidden()
+    expect(page.get_by_text("Adding a passkey needs JavaScript")).to_be_visible()

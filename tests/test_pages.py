@@ -57,7 +57,7 @@ async def test_login_form_has_labels_and_autocomplete(client: QuartClient) -> No
     body = await page(response)
     assert response.status_code == 200
     assert '<label for="email">' in body and '<label for="password">' in body
-    assert 'autocomplete="email"' in body
+    assert 'autocomplete="username webauthn"' in body  # passkeys offered by autofill
     assert 'autocomplete="current-password"' in body
     assert 'name="remember"' in body
 

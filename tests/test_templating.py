@@ -168,8 +168,13 @@ def parse(body: str) -> Inputs:
     return parser
 
 
-LOGIN_FIELDS = {
-    "email": {"type": "email", "autocomplete": "email", "required": "", "maxlength": "254"},
+LOGIN_FIELDS = {  # the email field also offers passkeys through autofill (SPEC §12)
+    "email": {
+        "type": "email",
+        "autocomplete": "username webauthn",
+        "required": "",
+        "maxlength": "254",
+    },
     "password": {"type": "password", "autocomplete": "current-password", "maxlength": "1024"},
 }
 REGISTER_FIELDS = {

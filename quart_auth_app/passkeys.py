@@ -151,10 +151,14 @@ def _take(ceremony: str, challenge: bytes, user_id: int) -> bool:
     given = bytes_to_base64url(challenge)
     entries = [e for e in _entries(kept.get(ceremony)) if e[1] > now]
     found = [e for e in entries if hmac.compare_digest(e[0], given)]
-    rest = {**kept, ceremony: [e for e in entries if e not in found]}
-    session[CHALLENGES] = {key: value for key, value in rest.items() if value}
-    if not session[CHALLENGES]:
-        session.pop(CHALLENGES)
+    rest = {key: value for key, value in kept.items() if key != ceremony and value}
+    left = [e for e in entries if e not in found]
+    if left:
+        rest[ceremony] = left
+    if rest:
+        session[CHALLENGES] = rest
+    else:
+        session.pop(CHALLENGES, None)
     return any(e[2] == user_id for e in found)
 
 
@@ -277,7 +281,7 @@ async def add_passkey(user: User, credential: Any, name: Any = None) -> Passkey:
             require_user_verification=True,
         )
     except MALFORMED as exc:
-        log.info("passkey registration refused: %s", exc)
+        log.info("passkey registration refused: %r", str(exc))  # %r: the origin is sent
         raise invalid_credential() from None
     if len(verified.credential_id) > 1023:
         raise invalid_credential("The passkey's id is too long.")
@@ -392,7 +396,7 @@ async def login_with_passkey(credential: Any, remember: bool = False) -> User:
             require_user_verification=True,
         )
     except MALFORMED as exc:
-        log.info("passkey sign-in refused: %s", exc)
+        log.info("passkey sign-in refused: %r", str(exc))
         raise invalid_credential() from None
     handle = parsed.response.user_handle
     if handle is not None and not hmac.compare_digest(handle, user_handle(user)):
@@ -409,5 +413,6 @@ async def login_with_passkey(credential: Any, remember: bool = False) -> User:
     if not await store().use_passkey(passkey.id, passkey.sign_count, new_count, time.time()):
         raise invalid_credential()  # another sign-in used it meanwhile
     await throttle().succeeded(attempt)
+    server_session().end_pending()  # a password step left waiting for its code is moot now
     await login_user(user, remember)
     return user

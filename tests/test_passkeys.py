@@ -34,7 +34,7 @@ from test_api import error_body
 from quart_auth_app.passkeys import CHALLENGES
 from quart_auth_app.sessions import PROVED_AT, hash_token
 from quart_auth_app.store import Store, User
-from quart_auth_app.testing import authenticated_client, create_user
+from quart_auth_app.testing import authenticated_client, create_user, enable_totp
 
 PUBLIC_URL = "https://auth.example.test:8443"
 RP_ID = "auth.example.test"
@@ -271,7 +271,12 @@ async def test_registration_options_ask_for_a_discoverable_verified_credential(
     options = await (await ada.post("/api/passkeys/register/options")).get_json()
     assert options["rp"] == {"id": RP_ID, "name": "quart_auth_app"}
     assert options["user"]["name"] == user.email and options["user"]["displayName"] == "Ada"
-    assert str(user.id) not in unb64(options["user"]["id"]).decode("latin-1")
+    handle = unb64(options["user"]["id"])  # opaque: neither the email nor the row id
+    assert len(handle) == 32 and user.email.encode() not in handle
+    assert handle not in (str(user.id).encode(), user.id.to_bytes(8, "big"))
+    again = await (await ada.post("/api/passkeys/register/options")).get_json()
+    assert again["user"]["id"] == options["user"]["id"]  # the same account, the same handle
+    assert again["challenge"] != options["challenge"]
     assert options["authenticatorSelection"] == {
         "residentKey": "required",
         "requireResidentKey": True,
@@ -466,6 +471,22 @@ async def test_sign_in_with_a_passkey(app: Quart, key: Authenticator, user: User
     assert count == 1 and abs(last_used - time.time()) < 60
     listed = (await (await client.get("/api/passkeys")).get_json())["passkeys"]
     assert listed[0]["last_used_at"] == pytest.approx(last_used)
+
+
+async def test_a_passkey_is_both_factors_even_after_a_pending_password_step(
+    app: Quart, key: Authenticator, user: User
+) -> None:
+    await enable_totp(app, user)
+    client = browser(app)
+    response = await client.post("/api/login", json={"email": user.email, "password": PASSWORD})
+    assert (await response.get_json())["second_factor_required"] is True
+    assert not await is_signed_in(client)  # pending: waiting for a code
+    response = await passkey_login(client, key.get(await login_options(client)))
+    assert response.status_code == 200 and (await response.get_json())["id"] == user.id
+    assert await is_signed_in(client)
+    assert not any(k.startswith("_pending") for k in await session_data(app, client))
+    response, fresh = await sign_in_with(app, key)  # and straight from the login page
+    assert response.status_code == 200 and await is_signed_in(fresh)
 
 
 async def test_sign_in_rotates_an_anonymous_session_and_keeps_no_challenge(

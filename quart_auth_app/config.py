@@ -44,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "EVENTS_SHOWN": 20,
     "PAGE_SIZE": 20,  # sessions per page of /account
     # Mail and the account's life (SPEC §11)
-    "PUBLIC_URL": "http://127.0.0.1:5000",  # links in mail are built from this, never Host
+    "PUBLIC_URL": "http://localhost:5000",  # links in mail and the passkeys RP ID: never Host
     "MAIL_URL": None,  # smtp://, smtp+starttls:// or smtps://[user:pass@]host[:port]
     "MAIL_FROM": "quart_auth_app <no-reply@localhost>",
     "MAIL_OUTBOX_DIR": None,  # without MAIL_URL: .eml files here (None: instance/outbox)

@@ -72,7 +72,7 @@ REFUSALS: dict[int, tuple[str, list[dict[str, Any]]]] = {
         ],
     ),
     404: (
-        "No such session among the user's.",
+        "No such session or passkey among the user's.",
         [_example("not_found", "There is no such session.")],
     ),
     409: (

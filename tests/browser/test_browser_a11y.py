@@ -94,7 +94,7 @@ def wrong_password(page: Page) -> None:
     page.goto("/login")
     page.get_by_label("Email").fill("nobody@example.com")
     page.get_by_label("Password").fill("not the password")
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
     expect(page.get_by_role("alert")).to_be_visible()
 
 

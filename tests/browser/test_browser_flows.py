@@ -39,7 +39,7 @@ def sign_in(page: Page, email: str, password: str = PASSWORD, remember: bool = F
     page.get_by_label("Password").fill(password)
     if remember:
         page.get_by_label("Remember me").check()
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
 
 
 def new_user(page: Page, tag: str, name: str) -> str:
@@ -92,7 +92,9 @@ def test_sign_out_says_so_and_ends_the_session(page: Page) -> None:
 def test_wrong_password_shows_the_message_and_keeps_the_email(page: Page) -> None:
     email = new_user(page, "wrong", "Wendy")
 
-    with page.expect_response(lambda r: r.request.method == "POST") as answer:
+    with page.expect_response(
+        lambda r: r.request.method == "POST" and "/api/" not in r.url
+    ) as answer:
         sign_in(page, email, "not the password at all")
 
     assert answer.value.status == 401
@@ -223,7 +225,9 @@ def test_throttling_message_after_repeated_failures(browser: Browser, tmp_path: 
         page.goto(f"{server.url}/login")
         statuses = []
         for _ in range(4):
-            with page.expect_response(lambda r: r.request.method == "POST") as answer:
+            with page.expect_response(
+                lambda r: r.request.method == "POST" and "/api/" not in r.url
+            ) as answer:
                 sign_in(page, email, "wrong password here")
             statuses.append(answer.value.status)
         assert statuses == [401, 401, 401, 429]
@@ -234,12 +238,16 @@ def test_throttling_message_after_repeated_failures(browser: Browser, tmp_path: 
         expect(page.get_by_label("Email")).to_have_value(email)
         screenshot(page, "flow-login-throttled")
 
-        with page.expect_response(lambda r: r.request.method == "POST") as answer:
+        with page.expect_response(
+            lambda r: r.request.method == "POST" and "/api/" not in r.url
+        ) as answer:
             sign_in(page, email)  # even the right password waits out the lockout
         assert answer.value.status == 429
 
         # The owner's own browser (it signed up, so it holds a device cookie) gets in.
-        with own.expect_response(lambda r: r.request.method == "POST") as answer:
+        with own.expect_response(
+            lambda r: r.request.method == "POST" and "/api/" not in r.url
+        ) as answer:
             sign_in(own, email)
         assert answer.value.status == 303
         expect(own.get_by_role("heading", level=1)).to_have_text("Welcome, Theo!")
@@ -275,7 +283,7 @@ def test_submit_button_is_disabled_while_submitting(page: Page) -> None:
     page.goto("/login")
     page.get_by_label("Email").fill(unique_email("busy"))
     page.get_by_label("Password").fill("whatever it is")
-    button = page.get_by_role("button", name="Sign in")
+    button = page.get_by_role("button", name="Sign in", exact=True)
     expect(button).to_be_enabled()
     # While the navigation is pending Playwright cannot evaluate in the page, so the page
     # reports the disabled button itself with a same-origin request we can wait for.
@@ -294,7 +302,7 @@ def test_submit_button_is_disabled_while_submitting(page: Page) -> None:
     assert len(held) == 1
     held[0].continue_()
     expect(page.get_by_role("alert")).to_have_text("Invalid credentials. Please try again.")
-    expect(page.get_by_role("button", name="Sign in")).to_be_enabled()
+    expect(page.get_by_role("button", name="Sign in", exact=True)).to_be_enabled()
 
 
 def test_phone_layout_fits_the_screen(new_context: ContextFactory) -> None:
@@ -331,8 +339,10 @@ def test_oversized_form_gets_the_413_page(page: Page) -> None:
     email.evaluate("(input) => { input.type = 'text'; input.removeAttribute('maxlength'); }")
     email.fill("x" * 70_000)
     page.get_by_label("Password").fill("whatever")
-    with page.expect_response(lambda r: r.request.method == "POST") as answer:
-        page.get_by_role("button", name="Sign in").click()
+    with page.expect_response(
+        lambda r: r.request.method == "POST" and "/api/" not in r.url
+    ) as answer:
+        page.get_by_role("button", name="Sign in", exact=True).click()
 
     assert answer.value.status == 413
     expect(page.get_by_role("heading", level=1)).to_have_text("Too large")
@@ -352,7 +362,9 @@ def test_cross_site_form_gets_the_403_page(page: Page, server: Server) -> None:
         ),
     )
     page.goto("http://evil.test/")
-    with page.expect_response(lambda r: r.request.method == "POST") as answer:
+    with page.expect_response(
+        lambda r: r.request.method == "POST" and "/api/" not in r.url
+    ) as answer:
         page.get_by_role("button", name="Win a prize").click()
 
     assert answer.value.status == 403

@@ -31,7 +31,7 @@ from quart.testing import QuartClient
 from smtp import MailServer, mail_server  # noqa: F401
 from test_api import error_body
 
-from quart_auth_app.passkeys import CHALLENGES
+from quart_auth_app.passkey_ceremony import CHALLENGES
 from quart_auth_app.sessions import PROVED_AT, hash_token
 from quart_auth_app.store import Store, User
 from quart_auth_app.testing import authenticated_client, create_user, enable_totp

@@ -18,8 +18,7 @@ from ...recovery import (
     reset_password,
     verify_email,
 )
-from .base import MAYBE_SIGNED_IN, SIGNED_IN, bp, refuses
-from .models import (
+from .account_models import (
     EmailChangeIn,
     ExportOut,
     ForgotIn,
@@ -29,6 +28,7 @@ from .models import (
     ResetIn,
     TokenIn,
 )
+from .base import MAYBE_SIGNED_IN, SIGNED_IN, bp, refuses
 
 
 @bp.post("/password/forgot")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Annotated, ClassVar
+
+from pydantic import ConfigDict
 from quart import Response
 from quart_schema import document_response, security_scheme, validate_request, validate_response
 
@@ -17,7 +21,45 @@ from ...factors import (
 from ...lifecycle import reauth_required
 from ...openapi import NoContent, sets_session_cookie
 from .base import MAYBE_SIGNED_IN, SIGNED_IN, bp, refuses, user_out
-from .models import CodeIn, RecoveryCodesOut, TotpSetupOut, UserOut
+from .models import UserOut, closed, doc, examples
+
+
+@dataclass
+class CodeIn:
+    """Unknown members are ignored."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = examples({"code": "123456"})
+    code: Annotated[
+        str,
+        doc(
+            "A 6-digit code from the authenticator app, or a recovery code (xxxx-xxxx-xxxx-xxxx).",
+            minLength=1,
+            maxLength=64,
+        ),
+    ]
+
+
+@dataclass
+class TotpSetupOut:
+    """A new TOTP secret, on once a code from it is confirmed."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = closed(
+        {
+            "secret": "JBSWY3DPEHPK3PXP",
+            "otpauth_uri": "otpauth://totp/quart_auth_app:ada%40example.com"
+            "?secret=JBSWY3DPEHPK3PXP&issuer=quart_auth_app",
+        }
+    )
+    secret: str
+    otpauth_uri: str
+
+
+@dataclass
+class RecoveryCodesOut:
+    """Ten single-use codes, shown this once."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = closed({"recovery_codes": ["abcd-efgh-jkmn-pqrs"]})
+    recovery_codes: list[str]
 
 
 @bp.post("/login/second-factor")

@@ -16,7 +16,8 @@ from quart import Quart
 from quart.testing import QuartClient
 
 from quart_auth_app import agents, create_app, passwords
-from quart_auth_app.sessions import expiry, purge_expired
+from quart_auth_app.purge import purge_expired
+from quart_auth_app.sessions import expiry
 from quart_auth_app.store import Store, User
 from quart_auth_app.testing import authenticated_client, create_user
 from quart_auth_app.throttle import Throttle

@@ -7,6 +7,7 @@ the verify and email-change links show a button that POSTs.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from quart import Blueprint, Response, flash, redirect, request, session, url_for
@@ -24,6 +25,7 @@ from ..recovery import (
     reset_token,
     verify_email,
 )
+from ..store import User
 from ..validation import text
 
 bp = Blueprint("recovery", __name__)
@@ -93,44 +95,46 @@ async def reset_post() -> ResponseReturnValue:
     return redirect(url_for("pages.login"), 303)
 
 
+async def _confirm_page(token: str, purpose: str) -> Response:
+    """A mailed link's GET: a button that POSTs the token (scanners follow links)."""
+    return _no_referrer(await render_page("confirm_link.html", token=token[:128], purpose=purpose))
+
+
+async def _confirmed(use: Callable[[str], Awaitable[User]], done: str) -> ResponseReturnValue:
+    """A link's POST: use the token, say `done` (with the account's email), go on."""
+    form = await request.form
+    try:
+        user = await use(text(form, "token"))
+    except AppError as error:
+        if error.code == "invalid_token":
+            return await _invalid(error)
+        return await render_page("error.html", error)
+    await flash(done.format(email=user.email), "success")
+    return redirect(url_for("account.account" if current_user() else "pages.login"), 303)
+
+
 @bp.get("/email/verify/<token>")
 @hide
 async def verify_link(token: str) -> Response:
-    page = await render_page("confirm_link.html", token=token[:128], purpose="verify")
-    return _no_referrer(page)
+    return await _confirm_page(token, "verify")
 
 
 @bp.post("/email/verify")
 @hide
 async def verify_post() -> ResponseReturnValue:
-    form = await request.form
-    try:
-        user = await verify_email(text(form, "token"))
-    except AppError as error:
-        return await _invalid(error)
-    await flash(f"Thank you: {user.email} is verified.", "success")
-    return redirect(url_for("account.account" if current_user() else "pages.login"), 303)
+    return await _confirmed(verify_email, "Thank you: {email} is verified.")
 
 
 @bp.get("/email/change/<token>")
 @hide
 async def change_link(token: str) -> Response:
-    page = await render_page("confirm_link.html", token=token[:128], purpose="change")
-    return _no_referrer(page)
+    return await _confirm_page(token, "change")
 
 
 @bp.post("/email/change")
 @hide
 async def change_post() -> ResponseReturnValue:
-    form = await request.form
-    try:
-        user = await change_email(text(form, "token"))
-    except AppError as error:
-        if error.code == "invalid_token":
-            return await _invalid(error)
-        return await render_page("error.html", error)
-    await flash(f"Your email address is now {user.email}.", "success")
-    return redirect(url_for("account.account" if current_user() else "pages.login"), 303)
+    return await _confirmed(change_email, "Your email address is now {email}.")
 
 
 @bp.get("/email/unverified")

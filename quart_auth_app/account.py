@@ -3,11 +3,10 @@ the security log, and the store's health (SPEC §3, §5)."""
 
 from __future__ import annotations
 
-import time
-
 from quart import current_app
 
 from .auth import finish, record_event, server_session, store, throttle
+from .clock import now
 from .errors import AppError
 from .sessions import expiry
 from .store import Event, SessionRecord, StoreUnavailable, User
@@ -36,7 +35,7 @@ async def list_sessions(
     user: User, offset: int = 0, limit: int = 50
 ) -> tuple[list[SessionRecord], bool]:
     """A page of the user's live sessions, most recently used first, and whether more follow."""
-    cutoffs = expiry(current_app.config, time.time())
+    cutoffs = expiry(current_app.config, now())
     records = await store().select_sessions_of_user(user.id, cutoffs, limit + 1, offset)
     return records[:limit], len(records) > limit
 

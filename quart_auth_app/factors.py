@@ -12,17 +12,16 @@ import base64
 import hashlib
 import hmac
 import secrets
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import pyotp
 import segno
 from cryptography.fernet import Fernet
-from quart import current_app
 
 from .agents import describe
 from .auth import finish, login_user, mailer, server_session, store, throttle
+from .clock import now
 from .devices import derive_key
 from .errors import AppError, invalid_input
 from .sessions import client_meta
@@ -38,12 +37,6 @@ PENDING_LIFETIME = 300.0  # seconds a password-only sign-in waits for its second
 METHODS = ["totp", "recovery_code"]
 ISSUER = "quart_auth_app"
 WRONG_CODE = "That code is not right. Please try again."
-
-
-def now() -> float:
-    """The app's clock: tests move it with `app.extensions["auth_clock"]` (SPEC §12)."""
-    clock = current_app.extensions.get("auth_clock", time.time)
-    return float(clock())
 
 
 def _fernet() -> Fernet:

@@ -9,7 +9,6 @@ import hashlib
 import hmac
 import logging
 import re
-import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from webauthn.helpers.structs import (
     PublicKeyCredentialDescriptor,
 )
 
+from . import clock
 from .agents import describe
 from .auth import server_session
 from .errors import AppError, invalid_input
@@ -111,7 +111,7 @@ def passkey_event(kind: str) -> NewEvent:
 
 def remember_challenge(ceremony: str, challenge: bytes, user_id: int) -> None:
     """Keep a new challenge in the session; the oldest go past CHALLENGES_KEPT."""
-    now = time.time()
+    now = clock.now()
     session = server_session()
     kept = session.get(CHALLENGES)
     kept = dict(kept) if isinstance(kept, dict) else {}
@@ -125,7 +125,7 @@ def remember_challenge(ceremony: str, challenge: bytes, user_id: int) -> None:
 def take_challenge(ceremony: str, challenge: bytes, user_id: int) -> bool:
     """Use up `challenge` if this session issued it for the ceremony (and user) and it is
     still alive; True if so. Whatever the outcome, it can never be used again."""
-    now = time.time()
+    now = clock.now()
     session = server_session()
     kept = session.get(CHALLENGES)
     if not isinstance(kept, dict):

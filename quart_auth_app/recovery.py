@@ -7,7 +7,6 @@ shape, throttle, one queued row.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +14,7 @@ from quart import current_app
 
 from .agents import describe
 from .auth import finish, hasher, mailer, password_weakness, server_session, store, throttle
+from .clock import now
 from .errors import AppError, invalid_input
 from .lifecycle import prove_identity
 from .sessions import client_meta, hash_token
@@ -47,7 +47,7 @@ def _token_hash(token: str) -> bytes:
 
 
 async def _queue(mail: Outgoing, user_id: int | None) -> None:
-    await store().insert_mail(mail, user_id, time.time())
+    await store().insert_mail(mail, user_id, now())
     mailer().wake()
 
 
@@ -72,7 +72,7 @@ async def forgot_password(data: Mapping[str, Any]) -> str:
 
 async def reset_token(token: str) -> Token:
     """The live reset token (not used up: a link's GET, or the page that follows it)."""
-    found = await store().select_token(_token_hash(token), "reset", time.time())
+    found = await store().select_token(_token_hash(token), "reset", now())
     if found is None:
         raise invalid_link()
     return found
@@ -94,7 +94,7 @@ async def reset_password(token: str, data: Mapping[str, Any]) -> User:
     notice = Outgoing("password_changed", user.email, {"how": "reset", "name": user.name})
     done = await finish(
         store().reset_password(
-            _token_hash(token), new_hash, time.time(), _event("password reset"), notice
+            _token_hash(token), new_hash, now(), _event("password reset"), notice
         )
     )
     if done is None:  # used by another request meanwhile
@@ -108,9 +108,7 @@ async def reset_password(token: str, data: Mapping[str, Any]) -> User:
 
 async def verify_email(token: str) -> User:
     """Mark the address the link was sent to as the account's own."""
-    done = await finish(
-        store().verify_email(_token_hash(token), time.time(), _event("email verified"))
-    )
+    done = await finish(store().verify_email(_token_hash(token), now(), _event("email verified")))
     if done is None:
         raise invalid_link()
     return done
@@ -144,7 +142,7 @@ async def request_email_change(user: User, data: Mapping[str, Any]) -> str:
 
 async def change_email(token: str) -> User:
     """Follow an email-change link: the account takes the new address, the old one is told."""
-    found = await store().select_token(_token_hash(token), "email", time.time())
+    found = await store().select_token(_token_hash(token), "email", now())
     if found is None:
         raise invalid_link()
     old = found.user
@@ -155,7 +153,7 @@ async def change_email(token: str) -> User:
     )
     try:
         done = await finish(
-            store().change_email(_token_hash(token), time.time(), _event("email changed"), notice)
+            store().change_email(_token_hash(token), now(), _event("email changed"), notice)
         )
     except EmailTaken:
         raise AppError(409, "email_taken", "That address now belongs to another account.") from None

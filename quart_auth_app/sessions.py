@@ -10,13 +10,13 @@ import hashlib
 import json
 import logging
 import secrets
-import time
 from typing import TYPE_CHECKING, Any
 
 from quart import request
 from quart.sessions import SessionInterface, SessionMixin
 from quart.wrappers import BaseRequestWebsocket, Response
 
+from . import clock
 from .agents import describe
 from .store import Expiry, SessionRecord, Store, StoreUnavailable, User
 from .touches import Touches
@@ -83,12 +83,12 @@ class ServerSession(dict[str, Any], SessionMixin):
     def confirm_identity(self) -> None:
         """Its owner just proved who they are (a password typed): sensitive actions are
         open for REAUTH_WINDOW from now (SPEC §12)."""
-        self[PROVED_AT] = time.time()
+        self[PROVED_AT] = clock.now()
 
     def proved_within(self, seconds: float) -> bool:
         """Whether the owner proved who they are in the last `seconds`."""
         proved = self.get(PROVED_AT)
-        return isinstance(proved, int | float) and time.time() - proved < seconds
+        return isinstance(proved, int | float) and clock.now() - proved < seconds
 
     def begin_pending(self, user: User, remember: bool, until: float) -> None:
         """A right password for an account with a second factor: nobody is signed in yet;
@@ -165,7 +165,7 @@ class ServerSessionInterface(SessionInterface):
             session = ServerSession()
             session.unavailable = True
             return session
-        now = time.time()
+        now = clock.now(app)
         if record is None or not self._alive(app, record, now):
             return self._stale()
         return ServerSession(record)
@@ -197,7 +197,7 @@ class ServerSessionInterface(SessionInterface):
             raise
 
     async def _save(self, app: Quart, session: ServerSession, response: Response) -> None:
-        now = time.time()
+        now = clock.now(app)
         session.bound(int(app.config["SESSION_MAX_FLASHES"]), int(app.config["SESSION_MAX_BYTES"]))
         if session.login_as is not None:
             await self._start(app, session, response, now)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from quart import current_app, request
 
+from . import clock
 from .agents import describe
 from .devices import derive_key, device_nonce
 from .errors import AppError
@@ -91,7 +92,7 @@ class Throttle:
         THROTTLE_IN_FLIGHT_WAIT): attempts counted then may still be running and may yet
         succeed, which gives their count back.
         """
-        now, window = time.time(), float(current_app.config["THROTTLE_WINDOW"])
+        now, window = clock.now(), float(current_app.config["THROTTLE_WINDOW"])
         in_flight = float(current_app.config["THROTTLE_IN_FLIGHT_WAIT"])
         for key, limit in limits.items():
             state = await self.store.select_throttle(key, now, window)
@@ -125,7 +126,7 @@ class Throttle:
         while True:
             full = await self._full(limits)
             if full is None:
-                now, window = time.time(), float(config["THROTTLE_WINDOW"])
+                now, window = clock.now(), float(config["THROTTLE_WINDOW"])
                 if failure is not None and event is None:
                     event = failure()
                 admission = await self.store.hit_throttles(limits, now, window, event)
@@ -221,5 +222,5 @@ class Throttle:
         """
         if self._on():
             [key] = self._session_writes(session_id)
-            now, window = time.time(), float(current_app.config["THROTTLE_WINDOW"])
+            now, window = clock.now(), float(current_app.config["THROTTLE_WINDOW"])
             await self.store.hit_throttles({key: sys.maxsize}, now, window)

@@ -32,6 +32,11 @@ class Touches:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def running(self) -> bool:
+        """Whether the writer runs: from the app's before_serving to its after_serving."""
+        return self._task is not None
+
     def start(self) -> None:
         """Write queued touches from now on (call from the serving event loop)."""
         self._stopping = False

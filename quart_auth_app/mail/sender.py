@@ -16,10 +16,10 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import time
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
 
+from ..clock import now
 from ..sessions import hash_token
 from ..store import Mail, Store, StoreUnavailable
 from .messages import build_message
@@ -92,7 +92,7 @@ class Sender:
     async def run_once(self) -> int:
         """Claim and deliver one batch; return how many were claimed."""
         lease = float(self.app.config["MAIL_LEASE"])
-        claimed = await self.store.claim_mail(time.time(), lease, BATCH)
+        claimed = await self.store.claim_mail(now(self.app), lease, BATCH)
         for mail in claimed:
             await self._deliver(mail)
         return len(claimed)
@@ -102,14 +102,14 @@ class Sender:
             message = await self._build(mail)
             await self.transport.send(message)
         except Dropped as why:
-            await self.store.mark_mail_sent(mail.id, time.time(), f"dropped: {why}")
+            await self.store.mark_mail_sent(mail.id, now(self.app), f"dropped: {why}")
             return
         except Exception as exc:  # MailError, or a bug building it: retried, then given up
             if not isinstance(exc, MailError):
                 log.exception("building mail %s (%s) failed", mail.id, mail.kind)
             await self._failed(mail, exc)
             return
-        await self.store.mark_mail_sent(mail.id, time.time())
+        await self.store.mark_mail_sent(mail.id, now(self.app))
 
     async def _failed(self, mail: Mail, exc: Exception) -> None:
         config = self.app.config
@@ -122,7 +122,7 @@ class Sender:
                 mail.attempts,
                 error,
             )
-            await self.store.give_up_mail(mail.id, error, time.time())
+            await self.store.give_up_mail(mail.id, error, now(self.app))
             return
         delay = min(MAX_DELAY, float(config["MAIL_RETRY_DELAY"]) * 2 ** (mail.attempts - 1))
         log.warning(
@@ -133,7 +133,7 @@ class Sender:
             delay,
             error,
         )
-        await self.store.retry_mail(mail.id, error, time.time() + delay)
+        await self.store.retry_mail(mail.id, error, now(self.app) + delay)
 
     async def _build(self, mail: Mail) -> EmailMessage:
         context: dict[str, Any] = dict(mail.context)
@@ -167,7 +167,7 @@ class Sender:
         token = secrets.token_urlsafe(TOKEN_BYTES)
         new_email = mail.recipient if mail.kind == "email_change" else ""
         await self.store.insert_token(
-            hash_token(token), purpose, user, new_email, time.time(), lifetime
+            hash_token(token), purpose, user, new_email, now(self.app), lifetime
         )
         return {
             "name": user.name,

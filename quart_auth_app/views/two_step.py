@@ -9,12 +9,12 @@ from quart.typing import ResponseReturnValue
 from quart_schema import hide
 
 from ..auth import login_required, server_session, signed_in_user
+from ..clock import now
 from ..errors import AppError, render_page
 from ..factors import (
     begin_totp,
     confirm_totp,
     disable_totp,
-    now,
     pending_secret,
     provisioning,
     regenerate_codes,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from functools import cache
+from importlib import resources
 
 MARKER = re.compile(r"^-- migration (\d+)\s*$", re.MULTILINE)
 
@@ -16,3 +18,10 @@ def split_migrations(text: str) -> list[tuple[int, list[str]]]:
         statements = [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
         migrations.append((int(number), statements))
     return migrations
+
+
+@cache
+def newest_migration(schema: str) -> int:
+    """The highest migration number in `sql/<schema>` (read once per process)."""
+    text = resources.files("quart_auth_app").joinpath(f"sql/{schema}").read_text()
+    return max(number for number, _ in split_migrations(text))

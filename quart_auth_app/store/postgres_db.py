@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 
 from . import StoreUnavailable
-from .migrations import split_migrations
+from .migrations import newest_migration, split_migrations
 from .postgres_connection import (
     CLOSE_TIMEOUT,
     COMMAND_TIMEOUT,
@@ -170,3 +170,8 @@ class PostgresDatabase:
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers."""
         await self.fetch_one("SELECT 1")
+
+    async def schema_version(self) -> tuple[int, int]:
+        """The highest version in `schema_version`, and the newest in sql/postgres.sql."""
+        row = await self.fetch_one("SELECT coalesce(max(version), 0) FROM schema_version")
+        return int(row[0]) if row else 0, newest_migration("postgres.sql")

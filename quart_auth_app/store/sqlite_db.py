@@ -21,6 +21,7 @@ import aiosqlite
 
 from . import StoreUnavailable
 from .files import exclusive, own_files, try_flock
+from .migrations import newest_migration
 from .sqlite_connection import Transaction, connect, execute
 from .sqlite_upkeep import apply_migrations, truncate_wal, use_wal
 
@@ -191,3 +192,8 @@ class SQLiteDatabase:
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers."""
         await self.fetch_all("SELECT 1")
+
+    async def schema_version(self) -> tuple[int, int]:
+        """The file's `user_version`, and the newest migration in sql/sqlite.sql."""
+        row = await self.fetch_one("PRAGMA user_version")
+        return int(row[0]) if row else 0, newest_migration("sqlite.sql")

@@ -20,6 +20,7 @@ from .config import DEFAULTS, load_secret
 from .errors import AppError, register_error_handlers
 from .mail.sender import Sender
 from .mail.transport import transport_from_config
+from .metrics import init_metrics, store_error
 from .openapi import OpenAPI
 from .passwords import Hasher
 from .purge import purge_expired
@@ -77,6 +78,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Quart:
     for blueprint in (module.bp for module in blueprints):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
+    init_metrics(app)
     init_security(app)
     init_templating(app)
     register_commands(app)
@@ -116,6 +118,7 @@ def _init_lifecycle(app: Quart) -> None:
     @app.before_request
     async def refuse_when_store_down() -> None:
         if getattr(session, "unavailable", False):
+            store_error()
             raise AppError(503, "unavailable", "The service is unavailable right now.")
 
 

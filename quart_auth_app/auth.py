@@ -19,6 +19,7 @@ from .agents import describe
 from .devices import set_device_cookie
 from .errors import AppError, from_status, invalid_input, is_api_request
 from .mail.sender import Sender
+from .metrics import sign_in, sign_up
 from .passwords import Hasher, check_strength
 from .services import services
 from .sessions import ServerSession, client_meta
@@ -113,6 +114,7 @@ async def register(data: Mapping[str, Any]) -> User:
     user = await store().insert_user(reg.email, reg.name, password_hash, time.time(), verify)
     if user is None:  # another request won the race for this email
         raise _taken()
+    sign_up()
     mailer().wake()
     await login_user(user)
     return user
@@ -163,6 +165,7 @@ async def authenticate(email: str, password: str) -> User:
     attempt = await throttle().check_signin(email, user, "sign-in failed")
     ok = await hasher().check(password, user.password_hash if user else None)
     if user is None or not ok:
+        sign_in("failed")
         raise AppError(401, "invalid_credentials", INVALID_CREDENTIALS)
     await throttle().succeeded(attempt)
     if hasher().needs_rehash(user.password_hash):

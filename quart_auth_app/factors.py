@@ -24,6 +24,7 @@ from .auth import finish, login_user, mailer, server_session, store, throttle
 from .clock import now
 from .devices import derive_key
 from .errors import AppError, invalid_input
+from .metrics import sign_in as count_sign_in
 from .sessions import client_meta
 from .store import NewEvent, Outgoing, User
 from .validation import text
@@ -173,8 +174,10 @@ async def sign_in(user: User, remember: bool) -> bool:
     session that reaches nothing signed-in until /login/verify (False)."""
     if await second_factor_on(user):
         server_session().begin_pending(user, remember, now() + PENDING_LIFETIME)
+        count_sign_in("second_factor")
         return False
     await login_user(user, remember)
+    count_sign_in("ok")
     return True
 
 
@@ -195,10 +198,12 @@ async def verify_pending(data: Mapping[str, Any]) -> User:
         raise invalid_input({"code": "Please enter the code from your app or a recovery code."})
     attempt = await throttle().check_signin(user.email, user, "second factor failed")
     if not await _accept(user, "".join(code.split())):
+        count_sign_in("failed")
         raise AppError(401, "invalid_code", WRONG_CODE, {"code": WRONG_CODE})
     await throttle().succeeded(attempt)
     current.end_pending()
     await login_user(user, remember)
+    count_sign_in("ok")
     return user
 
 

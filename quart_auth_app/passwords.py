@@ -21,6 +21,8 @@ import bcrypt
 from zxcvbn import zxcvbn
 from zxcvbn.matching import L33T_TABLE
 
+from .metrics import run_queued
+
 PREHASH_KEY = b"quart_auth_app/password/v1"
 BCRYPT_NICE = 10  # how far below the event loop the bcrypt threads run
 
@@ -85,8 +87,7 @@ class Hasher:
 
     async def hash(self, password: str) -> str:
         """A new bcrypt hash of `password` at the configured cost."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, hash_password, password, self.rounds)
+        return await run_queued(self._pool, hash_password, password, self.rounds)
 
     async def check(self, password: str, password_hash: str | None) -> bool:
         """Whether `password` matches; with no hash, spend the same time and say no."""
@@ -96,8 +97,7 @@ class Hasher:
         return await self._run_check(password, password_hash)
 
     async def _run_check(self, password: str, password_hash: str) -> bool:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, check_password, password, password_hash)
+        return await run_queued(self._pool, check_password, password, password_hash)
 
     def needs_rehash(self, password_hash: str) -> bool:
         """Whether a stored hash was made with another cost than the configured one."""

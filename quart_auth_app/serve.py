@@ -10,27 +10,55 @@ script carries on with a server that never served. Here the first failure is
 remembered and becomes the exit status. Second, the access log leaves out the token
 of a mailed link (`RedactingLogger`, SPEC §13). It also raises the open-file limit
 (`raise_open_file_limit`).
+
+Operations (SPEC §13). Each start gets a fresh private directory for the workers'
+metrics (`PROMETHEUS_MULTIPROC_DIR`, exported before they are spawned, removed at exit;
+a worker that exits is marked dead there). And SIGTERM drains instead of cutting: a
+Hypercorn worker left SIGTERM at its default, so a SIGTERM to the process group (what
+systemd and `docker stop` send) killed the workers mid-request. Here every worker,
+once serving, answers SIGTERM by turning /readyz to 503 (`metrics.begin_draining`);
+the launcher passes the signal to its workers, waits `--drain-delay` seconds (default
+0: long enough for a load balancer's probe to see the 503) while they still serve,
+then starts Hypercorn's graceful shutdown (in-flight requests finish, up to
+`graceful_timeout`).
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
 import logging
+import os
 import re
 import resource
+import shutil
+import signal
 import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
 from multiprocessing.process import BaseProcess
+from types import FrameType
 from typing import Any
 
 import hypercorn.run
 from hypercorn.__main__ import main as hypercorn_main
 from hypercorn.config import Config
 from hypercorn.logging import Logger
+from prometheus_client import multiprocess
+from quart import Quart
 
-from . import create_app
+from . import create_app as build_app
+from .metrics import begin_draining
 
 # The workers load the app from here, so this module's logger setting reaches them too.
 APP = "quart_auth_app.serve:create_app()"
 OPEN_FILES_WITHOUT_HARD_LIMIT = 65536
+
+LAUNCHER = "QUART_AUTH_APP_LAUNCHER_PID"  # set for the workers: the launcher's PID
+METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+SIGTERM = signal.SIGTERM
 
 log = logging.getLogger(__name__)
 __all__ = ["RedactingLogger", "create_app", "main"]
@@ -55,6 +83,103 @@ class RedactingLogger(Logger):
 Config.logger_class = RedactingLogger
 
 
+def create_app() -> Quart:
+    """The app, as a worker of this launcher serves it: draining on SIGTERM."""
+    app = build_app()
+    launcher = os.environ.get(LAUNCHER)
+    if launcher and launcher == str(os.getppid()):  # a worker this launcher spawned
+
+        @app.before_serving
+        async def drain_on_sigterm() -> None:
+            def drain() -> None:
+                begin_draining(app)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(launcher), SIGTERM)  # a worker's own SIGTERM drains all
+
+            asyncio.get_running_loop().add_signal_handler(SIGTERM, drain)
+            # Blocked by the launcher while it spawned this process: one that came meanwhile
+            # is delivered now, to `drain`.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {SIGTERM})
+
+    return app
+
+
+class Drain:
+    """The launcher's SIGTERM: the workers drain, then, after `delay`, Hypercorn stops."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.processes: list[BaseProcess] = []
+        self.begun = False
+        self.stop: Callable[..., Any] | None = None  # Hypercorn's own SIGTERM handler
+        self.handler = self.signalled  # one bound method, so it is recognised when installed
+
+    def populate(self, populate: Callable[..., None]) -> Callable[..., None]:
+        """Hypercorn's `_populate`, with SIGTERM held back while workers are spawned: they
+        inherit the blocked signal and take it once they can drain (`create_app`)."""
+
+        def spawning(processes: list[BaseProcess], *args: Any) -> None:
+            self.processes = processes
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, {SIGTERM})
+            try:
+                populate(processes, *args)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+        return spawning
+
+    def wait(self, wait: Callable[..., Any]) -> Callable[..., Any]:
+        """Hypercorn's `wait`, called right after it installs its SIGTERM handler: that
+        handler (which stops the workers at once) is put behind the drain."""
+
+        def waiting(*args: Any, **kwargs: Any) -> Any:
+            stop = signal.getsignal(SIGTERM)
+            if callable(stop) and stop is not self.handler:
+                self.stop = stop
+                signal.signal(SIGTERM, self.handler)
+            return wait(*args, **kwargs)
+
+        return waiting
+
+    def signalled(self, signum: int, frame: FrameType | None) -> None:
+        stop = self.stop
+        if self.begun or stop is None:
+            return
+        self.begun = True
+        for process in self.processes:
+            if process.pid is not None and process.exitcode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, SIGTERM)
+        if self.delay <= 0:
+            stop(signum, frame)
+        else:
+            threading.Timer(self.delay, stop, (signum, frame)).start()
+
+
+@contextlib.contextmanager
+def patched(module: Any, **replacements: Any) -> Iterator[None]:
+    """Replace names of `module` while the block runs, then put them back."""
+    saved = {name: getattr(module, name) for name in replacements}
+    for name, value in replacements.items():
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
+
+
+@contextlib.contextmanager
+def metrics_directory() -> Iterator[str]:
+    """A fresh private directory for this start's metrics, exported to the workers."""
+    path = tempfile.mkdtemp(prefix="quart_auth_app-metrics-")  # mode 0700
+    os.environ[METRICS_DIR] = path
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def raise_open_file_limit() -> int:
     """Raise this process's soft limit on open files to its hard limit; return the limit.
 
@@ -72,22 +197,39 @@ def raise_open_file_limit() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run Hypercorn on this app with `argv` (Hypercorn's options); return its exit status."""
+    """Run Hypercorn on this app with `argv` (Hypercorn's options, and `--drain-delay
+    SECONDS`); return its exit status."""
     raise_open_file_limit()
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--drain-delay", type=float, default=0.0)
+    ours, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     failures: list[int] = []
-    join_exited = hypercorn.run._join_exited
+    drain = Drain(ours.drain_delay)
+    master: Any = hypercorn.run  # its master loop's helpers, replaced while it runs
+    join_exited = master._join_exited
 
-    def remembering(processes: list[BaseProcess]) -> int:
-        status = join_exited(processes)
-        if status != 0:
-            failures.append(status)
-        return status
+    with metrics_directory() as metrics_dir:
 
-    hypercorn.run._join_exited = remembering
-    try:
-        status = hypercorn_main([*(sys.argv[1:] if argv is None else argv), APP])
-    finally:
-        hypercorn.run._join_exited = join_exited
+        def remembering(processes: list[BaseProcess]) -> int:
+            for process in processes:  # their live gauges leave the sums (prometheus_client)
+                if process.exitcode is not None and process.pid is not None:
+                    multiprocess.mark_process_dead(process.pid, metrics_dir)  # type: ignore[no-untyped-call]
+            status: int = join_exited(processes)
+            if status != 0:
+                failures.append(status)
+            return status
+
+        os.environ[LAUNCHER] = str(os.getpid())
+        try:
+            with patched(
+                master,
+                _join_exited=remembering,
+                _populate=drain.populate(master._populate),
+                wait=drain.wait(master.wait),
+            ):
+                status = hypercorn_main([*rest, APP])
+        finally:
+            os.environ.pop(LAUNCHER, None)
     if status == 0 and failures:
         logging.basicConfig(format="%(message)s")
         log.critical("a worker exited with status %s, so the server stopped", failures[0])

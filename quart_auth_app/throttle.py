@@ -24,6 +24,7 @@ from . import clock
 from .agents import describe
 from .devices import derive_key, device_nonce
 from .errors import AppError
+from .metrics import sign_in_throttled
 from .sessions import client_meta
 from .store import FailureEvent, Store, User
 from .timefmt import duration
@@ -135,6 +136,7 @@ class Throttle:
                 full = (admission.retry_after, True)  # others were counted at this instant
             retry_after, lately = full
             if not lately or time.monotonic() >= deadline:
+                sign_in_throttled(failure is not None)  # only check_signin passes `failure`
                 raise _too_many(retry_after)
             await asyncio.sleep(IN_FLIGHT_POLL)
 

@@ -20,6 +20,7 @@ from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
 
 from ..clock import now
+from ..metrics import mail_failed, store_error
 from ..sessions import hash_token
 from ..store import Mail, Store, StoreUnavailable
 from .messages import build_message
@@ -82,6 +83,7 @@ class Sender:
                 while await self.run_once() == BATCH and not self._stopping:
                     pass
             except StoreUnavailable:
+                store_error()
                 log.warning("mail outbox unavailable; will retry")
             except Exception:  # the sender must outlive any one bad round
                 log.exception("mail round failed")
@@ -112,6 +114,7 @@ class Sender:
         await self.store.mark_mail_sent(mail.id, now(self.app))
 
     async def _failed(self, mail: Mail, exc: Exception) -> None:
+        mail_failed()
         config = self.app.config
         error = f"{type(exc).__name__}: {exc}"
         if mail.attempts >= int(config["MAIL_MAX_ATTEMPTS"]):

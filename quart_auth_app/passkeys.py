@@ -36,6 +36,7 @@ from webauthn.helpers.structs import (
 from .auth import finish, login_user, mailer, server_session, store, throttle
 from .errors import AppError
 from .mail.messages import APP_NAME
+from .metrics import sign_in as count_sign_in
 from .passkey_ceremony import (
     CHALLENGE_LIFETIME,
     CREDENTIAL_ID,
@@ -248,4 +249,5 @@ async def login_with_passkey(credential: Any, remember: bool = False) -> User:
     await throttle().succeeded(attempt)
     server_session().end_pending()  # a password step left waiting for its code is moot now
     await login_user(user, remember)
+    count_sign_in("ok")
     return user

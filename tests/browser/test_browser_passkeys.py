@@ -17,12 +17,20 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 from servers import Server, free_port, running
 from smtp import MailServer
 
-from browser.browserkit import GENEROUS, ContextFactory, open_contexts, screenshot, unique_email
-from browser.test_browser_recovery import inbox, log_out, register
+from browser.browserkit import (
+    GENEROUS,
+    PASSWORD,
+    ContextFactory,
+    open_contexts,
+    screenshot,
+    unique_email,
+)
+from browser.test_browser_recovery import inbox, log_out, register, sign_in
 
 pytestmark = pytest.mark.browser
 
 ADDED = "A passkey was added to your account"
+SOON = 5_000  # ms: a bound for what should happen at once (the options' timeout is minutes)
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +174,108 @@ def test_the_email_fields_autofill_signs_in_and_goes_to_next(
     page.reload()
     expect(page).to_have_url(f"http://localhost:{server.port}/protected")
     expect(page.get_by_role("navigation")).to_contain_text("Signed in as Nia")
+
+
+def credentials(cdp: Any, authenticator_id: str) -> list[dict[str, Any]]:
+    return list(
+        cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator_id})["credentials"]
+    )
+
+
+def add_passkey(page: Page, name: str) -> None:
+    """On /account (signed in, within REAUTH_WINDOW): add a passkey named `name`."""
+    page.goto("/account")
+    page.get_by_label("Name for a new passkey (optional)").fill(name)
+    with page.expect_navigation():  # the page reloads once the passkey is stored
+        page.get_by_role("button", name="Add a passkey").click()
+    expect(page.get_by_label("Passkey name").last).to_have_value(name)
+
+
+# With the authenticator present, the email field's autofill (conditional) request signs in by
+# itself as soon as /login opens; with presence off until just before the click, turning it on
+# lets that waiting request go on too, racing the button (it now and then won). So the button
+# is pressed on a page opened as in a browser without passkey autofill, where only it asks.
+NO_AUTOFILL = "PublicKeyCredential.isConditionalMediationAvailable = async () => false;"
+
+
+def passkey_button(page: Page, cdp: Any, authenticator_id: str) -> None:
+    """Open /login (in a browser without passkey autofill), make the authenticator present
+    and press "Sign in with a passkey": the button's request is the page's only one."""
+    page.add_init_script(NO_AUTOFILL)
+    options = re.compile(r"/api/passkeys/login/options$")
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if options.search(r.url) else None)
+    page.goto("/login")  # ends the request a previous /login may have left waiting
+    expect(page.get_by_role("button", name="Sign in with a passkey")).to_be_visible()
+    assert asked == []
+    present(cdp, authenticator_id, True)
+    with page.expect_request(options):
+        page.get_by_role("button", name="Sign in with a passkey").click()
+
+
+def test_sign_in_on_a_second_device_fails_until_that_one_is_registered(
+    new_context: ContextFactory, server: Server
+) -> None:
+    home = f"http://localhost:{server.port}/"
+    # device A: signs up and adds a passkey
+    context_a = new_context()
+    page_a = context_a.new_page()
+    cdp_a, id_a = authenticator(context_a, page_a)
+    email = unique_email("devices")
+    register(page_a, email, "Dev")
+    add_passkey(page_a, "Laptop")
+    [laptop] = credentials(cdp_a, id_a)
+    present(cdp_a, id_a, False)  # the autofill request made on /login waits
+    log_out(page_a)
+
+    # device B: its own, empty authenticator has no passkey for the site
+    context_b = new_context()
+    page_b = context_b.new_page()
+    cdp_b, id_b = authenticator(context_b, page_b)
+    tried: list[str] = []
+    page_b.on(
+        "request",
+        lambda r: tried.append(r.url) if r.url.endswith("/api/passkeys/login") else None,
+    )
+    page_b.goto("/login")
+    page_b.get_by_role("button", name="Sign in with a passkey").click()
+    # the authenticator refuses at once (no matching credential): get() rejects, no wait for
+    # the options' timeout, and the page says so instead of signing in
+    expect(page_b.get_by_role("status")).to_have_text("No passkey was used.", timeout=SOON)
+    expect(page_b.get_by_role("button", name="Sign in with a passkey")).to_be_enabled(timeout=SOON)
+    expect(page_b).to_have_url(re.compile(r"/login$"))
+    expect(page_b.get_by_role("navigation")).not_to_contain_text("Signed in as")
+    assert tried == []  # nothing was sent to sign in with
+    assert context_b.request.get("/api/me").status == 401
+    assert credentials(cdp_b, id_b) == []
+
+    # B signs in with the password (a fresh proof), adds its own passkey, signs out
+    sign_in(page_b, email, PASSWORD)
+    expect(page_b.get_by_role("navigation")).to_contain_text("Signed in as Dev")
+    add_passkey(page_b, "Phone")
+    expect(page_b.get_by_label("Passkey name")).to_have_count(2)
+    [phone] = credentials(cdp_b, id_b)
+    assert phone["credentialId"] != laptop["credentialId"] and phone["rpId"] == "localhost"
+    present(cdp_b, id_b, False)  # or the autofill request on /login signs in by itself
+    log_out(page_b)
+    assert context_b.request.get("/api/me").status == 401
+
+    # now the passkey button signs B in
+    passkey_button(page_b, cdp_b, id_b)
+    expect(page_b).to_have_url(home)
+    expect(page_b.get_by_role("navigation")).to_contain_text("Signed in as Dev")
+    me = context_b.request.get("/api/me")
+    assert me.status == 200 and me.json()["email"] == email
+    assert credentials(cdp_b, id_b)[0]["signCount"] >= 1
+
+    # and A's passkey still signs A in, on A
+    passkey_button(page_a, cdp_a, id_a)
+    expect(page_a).to_have_url(home)
+    expect(page_a.get_by_role("navigation")).to_contain_text("Signed in as Dev")
+    assert context_a.request.get("/api/me").status == 200
+    assert credentials(cdp_a, id_a)[0]["signCount"] > laptop["signCount"]
+    page_a.goto("/account")
+    expect(page_a.locator("#passkeys ~ ul")).not_to_contain_text("not used yet")
 
 
 def test_without_javascript_the_passkey_buttons_stay_hidden(new_context: ContextFactory) -> None:

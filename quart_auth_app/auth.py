@@ -13,7 +13,8 @@ from functools import partial, wraps
 from typing import Any, ParamSpec, TypeVar, cast
 from urllib.parse import quote
 
-from quart import after_this_request, current_app, redirect, request, session, url_for
+from quart import after_this_request, current_app, redirect, request, url_for
+from quart.globals import request_ctx
 
 from .agents import describe
 from .devices import set_device_cookie
@@ -64,7 +65,7 @@ def mailer() -> Sender:
 
 def server_session() -> ServerSession:
     """The request's session, typed."""
-    return cast(ServerSession, session._get_current_object())  # type: ignore[attr-defined]
+    return cast(ServerSession, request_ctx.session)  # the object, not the `session` proxy
 
 
 def current_user() -> User | None:

@@ -138,10 +138,13 @@ async def test_concurrent_migrations_run_once(empty_url: str) -> None:
     assert [r["tablename"] for r in tables] == [
         "events",
         "mail_outbox",
+        "passkeys",
+        "recovery_codes",
         "schema_version",
         "sessions",
         "throttle",
         "tokens",
+        "totp",
         "users",
     ]
 

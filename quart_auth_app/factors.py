@@ -11,13 +11,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import secrets
 from collections.abc import Mapping
 from typing import Any
 
 import pyotp
 import segno
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken
 
 from .agents import describe
 from .auth import finish, login_user, mailer, server_session, store, throttle
@@ -28,6 +29,8 @@ from .metrics import sign_in as count_sign_in
 from .sessions import client_meta
 from .store import NewEvent, Outgoing, User
 from .validation import text
+
+log = logging.getLogger(__name__)
 
 STEP = 30  # seconds per TOTP code
 DRIFT = 1  # steps accepted either side of now
@@ -105,11 +108,21 @@ def provisioning(user: User, secret: str) -> tuple[str, str]:
     return uri, segno.make(uri, error="m").svg_data_uri(scale=4, border=2)
 
 
+def _decrypt(stored: str) -> str | None:
+    """The TOTP secret, or None when SECRET_KEY changed since it was stored (logged: the
+    account then signs in with a recovery code, and can turn TOTP off and on again)."""
+    try:
+        return _fernet().decrypt(stored.encode()).decode()
+    except InvalidToken:
+        log.warning("a TOTP secret does not decrypt under the current SECRET_KEY")
+        return None
+
+
 async def pending_secret(user: User) -> str | None:
     totp = await store().select_totp(user.id)
     if totp is None or totp.confirmed:
         return None
-    return _fernet().decrypt(totp.secret.encode()).decode()
+    return _decrypt(totp.secret)
 
 
 async def confirm_totp(user: User, data: Mapping[str, Any]) -> list[str]:
@@ -212,7 +225,9 @@ async def _accept(user: User, code: str) -> bool:
         totp = await store().select_totp(user.id)
         if totp is None or not totp.confirmed:
             return False
-        secret = _fernet().decrypt(totp.secret.encode()).decode()
+        secret = _decrypt(totp.secret)
+        if secret is None:
+            return False
         step = matching_step(secret, code, now())
         return step is not None and await store().use_totp_step(user.id, step)
     if await finish(store().use_recovery_code(user.id, code_hash(code))):

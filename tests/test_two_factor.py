@@ -340,3 +340,15 @@ async def test_html_enrolment_shows_a_qr_code_then_the_recovery_codes_once(
     assert shown.count("<code>") == 10
     account = await client.get("/account")
     assert "10 recovery codes left" in await account.get_data(as_text=True)
+
+
+async def test_a_changed_secret_key_refuses_codes_without_an_error_and_recovery_still_works(
+    app: Quart, user: User
+) -> None:
+    """TOTP secrets are encrypted under SECRET_KEY: after it changes, app codes are refused
+    (a 401, never a 500) and the recovery codes still sign in."""
+    _, codes, secret = await enrolled(app, user)
+    app.config["SECRET_KEY"] = "another secret"
+    response = await second(await pending(app, user), totp_code(secret, time.time() + 30))
+    assert response.status_code == 401
+    assert (await second(await pending(app, user), codes[0])).status_code == 200

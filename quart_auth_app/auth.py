@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from functools import partial, wraps
 from typing import Any, ParamSpec, TypeVar, cast
 from urllib.parse import quote
@@ -94,11 +95,29 @@ async def record_event(user: User, kind: str) -> None:
     await store().insert_event(user.id, kind, ip, agent, time.time(), describe(agent))
 
 
-async def register(data: Mapping[str, Any]) -> User:
+@dataclass(frozen=True)
+class SignUp:
+    """What a sign-up did: made the account (`created`), or found the email already this
+    password's own and signed its owner in as `/login` would (`complete` False: a second
+    factor is still asked, the session is pending)."""
+
+    user: User
+    created: bool
+    complete: bool = True
+
+
+async def register(data: Mapping[str, Any]) -> SignUp:
     """Create an account from form or JSON fields and sign it in.
 
     Cheap, bounded checks first; the attempt is counted by the throttle before the
     password's strength is judged (zxcvbn is the costly step, SPEC §7).
+
+    Retry-safe: a sign-up whose account was committed but whose answer was lost (a node
+    or a connection died) is sent again; the email is then taken, by this very password.
+    So a taken email's password is checked exactly as `/login` checks it (`authenticate`:
+    the same throttle keys and counting, the same bcrypt run), and if it is right the
+    owner is signed in as by `/login` (`sign_in`: a second factor still asked). A wrong
+    one is the 409 it always was, counted as a failed sign-in.
     """
     try:
         reg = check_signup_fields(data, current_app.config)
@@ -109,16 +128,31 @@ async def register(data: Mapping[str, Any]) -> User:
     if problem:
         raise invalid_input({"password": problem})
     if await store().select_user_by_email(reg.email) is not None:
-        raise _taken()
+        return await _sign_in_instead(reg.email, reg.password)
     password_hash = await hasher().hash(reg.password)
     verify = Outgoing("verify_email", reg.email)
     user = await store().insert_user(reg.email, reg.name, password_hash, time.time(), verify)
-    if user is None:  # another request won the race for this email
-        raise _taken()
+    if user is None:  # another request won the race for this email (maybe this one's twin)
+        return await _sign_in_instead(reg.email, reg.password)
     sign_up()
     mailer().wake()
     await login_user(user)
-    return user
+    return SignUp(user, created=True)
+
+
+async def _sign_in_instead(email: str, password: str) -> SignUp:
+    """The email is taken: its owner's password signs in (a retried sign-up), any other
+    is 409 "email taken", counted as a failed sign-in; 429 when throttled."""
+    from .factors import sign_in  # factors builds on this module
+
+    try:
+        user = await authenticate(email, password)
+    except AppError as error:
+        if error.code == "invalid_credentials":
+            raise _taken() from None
+        raise
+    complete = await sign_in(user, remember=False)
+    return SignUp(user, created=False, complete=complete)
 
 
 async def password_weakness(password: str, user_inputs: list[str]) -> str | None:

@@ -239,7 +239,8 @@ async def test_emails_stored_lower_case_and_compared_case_insensitively(
     assert await register(client, typed, PASSWORD) == 201
     assert rows(app, "SELECT email FROM users") == [(stored,)]
     assert await login(app, login_as, PASSWORD) == 200
-    assert await register(app.test_client(), login_as, PASSWORD) == 409
+    assert await register(app.test_client(), login_as, PASSWORD) == 200  # signs in (issue #16)
+    assert await register(app.test_client(), login_as, "another passphrase 77") == 409
 
 
 # concurrent sign-ups
@@ -253,9 +254,9 @@ async def test_concurrent_api_sign_ups_create_one_account(app: Quart) -> None:
             for i, c in enumerate(clients)
         )
     )
-    assert sorted(statuses) == [201] + [409] * 5
+    assert sorted(statuses) == [200] * 5 + [201]  # the same password signs in (issue #16)
     assert rows(app, "SELECT email FROM users") == [("race@example.com",)]
-    assert rows(app, "SELECT count(*) FROM sessions") == [(1,)]
+    assert rows(app, "SELECT count(*) FROM sessions") == [(6,)]
 
 
 async def test_concurrent_form_sign_ups_create_one_account(app: Quart) -> None:
@@ -263,7 +264,7 @@ async def test_concurrent_form_sign_ups_create_one_account(app: Quart) -> None:
     responses = await asyncio.gather(
         *(app.test_client().post("/register", form=form) for _ in range(5))
     )
-    assert sorted(r.status_code for r in responses) == [303] + [409] * 4
+    assert sorted(r.status_code for r in responses) == [303] * 5  # all signed in (issue #16)
     assert rows(app, "SELECT count(*) FROM users") == [(1,)]
 
 

@@ -76,11 +76,14 @@ async def register_form() -> Response:
 async def register_post() -> ResponseReturnValue:
     form = await request.form
     try:
-        user = await register(form)
+        signup = await register(form)
     except AppError as error:
         kept = {"email": text(form, "email")[:254], "name": text(form, "name")[:100]}
         return await render_page("register.html", error, form=kept)
-    await flash(f"Welcome, {user.name}! Your account is ready.", "success")
+    if not signup.complete:  # a retried sign-up of an account with two-step sign-in on
+        return redirect(url_for("two_step.verify"), 303)
+    welcome = "Your account is ready." if signup.created else "You are signed in."
+    await flash(f"Welcome, {signup.user.name}! {welcome}", "success")
     return redirect("/", 303)
 
 

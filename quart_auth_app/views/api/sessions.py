@@ -46,10 +46,18 @@ from .models import (
 @refuses(400, 409, 429)
 @validate_request(RegisterIn)
 @validate_response(UserOut, 201)
-async def api_register(data: RegisterIn) -> tuple[UserOut, int]:
-    """Create an account and sign it in."""
-    user = await register(data.__dict__)
-    return user_out(user), 201
+@validate_response(LoginOut, 200)
+async def api_register(data: RegisterIn) -> tuple[UserOut | LoginOut, int]:
+    """Create an account and sign it in (201). Safe to retry: when the email is already the
+    account of this very password (a sign-up whose answer was lost), it is a sign-in and
+    answers as POST /api/login does (200); any other password is 409 `email_taken`,
+    counted by the throttle as a failed sign-in."""
+    signup = await register(data.__dict__)
+    if signup.created:
+        return user_out(signup.user), 201
+    if not signup.complete:
+        return LoginOut(SecondFactorOut(second_factor_required=True, methods=METHODS)), 200
+    return LoginOut(user_out(signup.user)), 200
 
 
 @bp.post("/login")

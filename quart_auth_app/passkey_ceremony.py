@@ -1,7 +1,6 @@
 """The plumbing of WebAuthn ceremonies (SPEC §12): the relying party from PUBLIC_URL,
-challenges kept in the server-side session (a few per ceremony, each for
-CHALLENGE_LIFETIME seconds, used once), credential parsing that answers 400 to anything
-malformed, and passkey names."""
+signed challenges (each alive for CHALLENGE_LIFETIME seconds, answered once), credential
+parsing that answers 400 to anything malformed, and passkey names."""
 
 from __future__ import annotations
 
@@ -9,6 +8,7 @@ import hashlib
 import hmac
 import logging
 import re
+import secrets
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +19,6 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from quart import current_app
 from webauthn.helpers import (
     base64url_to_bytes,
-    bytes_to_base64url,
     parse_client_data_json,
 )
 from webauthn.helpers.exceptions import WebAuthnException
@@ -30,16 +29,15 @@ from webauthn.helpers.structs import (
 
 from . import clock
 from .agents import describe
-from .auth import server_session
+from .auth import store
+from .devices import derive_key
 from .errors import AppError, invalid_input
 from .sessions import client_meta
 from .store import NewEvent, Passkey, User
 
 log = logging.getLogger(__name__)
 
-CHALLENGES = "_passkey_challenges"  # session key: {ceremony: [[challenge, expires, user id]]}
 CHALLENGE_LIFETIME = 300.0  # seconds a challenge may be answered in
-CHALLENGES_KEPT = 3  # per ceremony: a few tabs may each have one pending
 REGISTER, LOGIN = "register", "login"
 NAME_MAX = 64
 MAX_PASSKEYS = 25  # per account: the list, and the exclusions sent with every registration
@@ -107,55 +105,44 @@ def passkey_event(kind: str) -> NewEvent:
 
 
 # challenges ---------------------------------------------------------------------------------
+# A challenge is NONCE random bytes, its expiry and a MAC over both, the ceremony and whom it
+# is for, under a key derived from SECRET_KEY: asking for one stores nothing (a stranger's
+# request costs no row), any node can judge it, and only an answer that verifies is recorded
+# (store.use_challenge) so it works once.
+
+NONCE = 16
+_EXPIRY = 8
+_MAC = 32
 
 
-def remember_challenge(ceremony: str, challenge: bytes, user_id: int) -> None:
-    """Keep a new challenge in the session; the oldest go past CHALLENGES_KEPT."""
-    now = clock.now()
-    session = server_session()
-    kept = session.get(CHALLENGES)
-    kept = dict(kept) if isinstance(kept, dict) else {}
-    live = [e for e in _entries(kept.get(ceremony)) if e[1] > now]
-    kept[ceremony] = [*live, [bytes_to_base64url(challenge), now + CHALLENGE_LIFETIME, user_id]][
-        -CHALLENGES_KEPT:
-    ]
-    session[CHALLENGES] = kept
+def new_challenge(ceremony: str, whom: bytes = b"") -> bytes:
+    """A fresh challenge for `ceremony` (and, when adding a passkey, the account's handle)."""
+    expires = int(clock.now() + CHALLENGE_LIFETIME) + 1
+    body = secrets.token_bytes(NONCE) + expires.to_bytes(_EXPIRY, "big")
+    return body + _mac(ceremony, whom, body)
 
 
-def take_challenge(ceremony: str, challenge: bytes, user_id: int) -> bool:
-    """Use up `challenge` if this session issued it for the ceremony (and user) and it is
-    still alive; True if so. Whatever the outcome, it can never be used again."""
-    now = clock.now()
-    session = server_session()
-    kept = session.get(CHALLENGES)
-    if not isinstance(kept, dict):
-        return False
-    given = bytes_to_base64url(challenge)
-    entries = [e for e in _entries(kept.get(ceremony)) if e[1] > now]
-    found = [e for e in entries if hmac.compare_digest(e[0], given)]
-    rest = {key: value for key, value in kept.items() if key != ceremony and value}
-    left = [e for e in entries if e not in found]
-    if left:
-        rest[ceremony] = left
-    if rest:
-        session[CHALLENGES] = rest
-    else:
-        session.pop(CHALLENGES, None)
-    return any(e[2] == user_id for e in found)
+def challenge_expiry(ceremony: str, challenge: bytes, whom: bytes = b"") -> int:
+    """When `challenge` expires, if this app made it for the ceremony and `whom` and it is
+    still alive; else the 400 `challenge_expired`. Costs one HMAC, reads nothing."""
+    if len(challenge) == NONCE + _EXPIRY + _MAC:
+        body, mac = challenge[: NONCE + _EXPIRY], challenge[NONCE + _EXPIRY :]
+        expires = int.from_bytes(body[NONCE:], "big")
+        if hmac.compare_digest(mac, _mac(ceremony, whom, body)) and expires > clock.now():
+            return expires
+    raise challenge_expired()
 
 
-def _entries(value: Any) -> list[list[Any]]:
-    if not isinstance(value, list):
-        return []
-    return [
-        e
-        for e in value
-        if isinstance(e, list)
-        and len(e) == 3
-        and isinstance(e[0], str)
-        and isinstance(e[1], int | float)
-        and isinstance(e[2], int)
-    ]
+async def use_challenge(challenge: bytes, expires: int) -> None:
+    """Record the answered challenge; the 400 `challenge_expired` if it was answered before
+    (of two answers at once, one gets through)."""
+    if not await store().use_challenge(hashlib.sha256(challenge).digest(), float(expires)):
+        raise challenge_expired()
+
+
+def _mac(ceremony: str, whom: bytes, body: bytes) -> bytes:
+    signed = b"%s\x00%s\x00%s" % (ceremony.encode("ascii"), whom, body)
+    return hmac.new(derive_key("passkey-challenge"), signed, hashlib.sha256).digest()
 
 
 def parse_credential(parse: Callable[[dict[str, Any]], Any], credential: Any) -> tuple[Any, bytes]:

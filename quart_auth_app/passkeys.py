@@ -1,9 +1,9 @@
 """Passkeys (WebAuthn, SPEC §12): add, list, rename and remove them; sign in with one.
 
-The relying party and the origin come from PUBLIC_URL. Challenges live in the server-side
-session (they never reach a cookie), at most a few per ceremony, each for
-CHALLENGE_LIFETIME seconds and used once. Only user-verified, discoverable credentials are
-asked for: a passkey is both factors, so signing in with one asks for nothing more.
+The relying party and the origin come from PUBLIC_URL. Challenges are signed and carry
+their expiry (CHALLENGE_LIFETIME seconds), so asking for one stores nothing; an answer that
+verifies records its challenge, so each is answered once. Only user-verified, discoverable
+credentials are asked for: a passkey is both factors, so signing in with one asks for nothing more.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import secrets
 import time
 from typing import Any
 
@@ -45,17 +44,17 @@ from .passkey_ceremony import (
     MALFORMED,
     MAX_PASSKEYS,
     REGISTER,
-    challenge_expired,
+    challenge_expiry,
     clean_name,
     default_name,
     descriptor,
     invalid_credential,
+    new_challenge,
     parse_credential,
     passkey_event,
     relying_party,
-    remember_challenge,
-    take_challenge,
     too_many,
+    use_challenge,
     user_handle,
 )
 from .store import Outgoing, Passkey, User
@@ -69,7 +68,7 @@ async def registration_options(user: User) -> dict[str, Any]:
     existing = await store().select_passkeys_of_user(user.id)
     if len(existing) >= MAX_PASSKEYS:
         raise too_many()
-    challenge = secrets.token_bytes(32)
+    challenge = new_challenge(REGISTER, user_handle(user))
     options = generate_registration_options(
         rp_id=relying_party().id,
         rp_name=APP_NAME,
@@ -84,7 +83,6 @@ async def registration_options(user: User) -> dict[str, Any]:
         ),
         exclude_credentials=[descriptor(p) for p in existing],
     )
-    remember_challenge(REGISTER, challenge, user.id)
     return _json(options)
 
 
@@ -97,8 +95,7 @@ async def add_passkey(user: User, credential: Any, name: Any = None) -> Passkey:
     `name`; the epoch moves (other sessions end, this one carries on) and a notice is mailed."""
     wanted = clean_name(name, required=False)
     parsed, challenge = parse_credential(parse_registration_credential_json, credential)
-    if not take_challenge(REGISTER, challenge, user.id):
-        raise challenge_expired()
+    expires = challenge_expiry(REGISTER, challenge, user_handle(user))
     rp = relying_party()
     try:
         verified = verify_registration_response(
@@ -113,6 +110,7 @@ async def add_passkey(user: User, credential: Any, name: Any = None) -> Passkey:
         raise invalid_credential() from None
     if len(verified.credential_id) > 1023:
         raise invalid_credential("The passkey's id is too long.")
+    await use_challenge(challenge, expires)
     existing = await store().select_passkeys_of_user(user.id)
     if len(existing) >= MAX_PASSKEYS:
         raise too_many()
@@ -194,14 +192,13 @@ async def export_passkeys(user: User) -> list[dict[str, Any]]:
 def login_options() -> dict[str, Any]:
     """Options for `navigator.credentials.get()`: any discoverable credential of this site
     (empty allowCredentials), user verification required."""
-    challenge = secrets.token_bytes(32)
+    challenge = new_challenge(LOGIN)
     options = generate_authentication_options(
         rp_id=relying_party().id,
         challenge=challenge,
         timeout=int(CHALLENGE_LIFETIME * 1000),
         user_verification=UserVerificationRequirement.REQUIRED,
     )
-    remember_challenge(LOGIN, challenge, 0)
     return _json(options)
 
 
@@ -209,8 +206,7 @@ async def login_with_passkey(credential: Any, remember: bool = False) -> User:
     """Sign in with a passkey (what `PublicKeyCredential.toJSON()` gives): a user-verified
     passkey is both factors. Failures are counted like wrong passwords (SPEC §7)."""
     parsed, challenge = parse_credential(parse_authentication_credential_json, credential)
-    if not take_challenge(LOGIN, challenge, 0):
-        raise challenge_expired()
+    expires = challenge_expiry(LOGIN, challenge)
     passkey = await store().select_passkey(parsed.id)
     user = await store().select_user_by_id(passkey.user_id) if passkey else None
     if passkey is None or user is None:
@@ -235,6 +231,7 @@ async def login_with_passkey(credential: Any, remember: bool = False) -> User:
     handle = parsed.response.user_handle
     if handle is not None and not hmac.compare_digest(handle, user_handle(user)):
         raise invalid_credential()
+    await use_challenge(challenge, expires)  # a replayed answer stops here
     new_count = verified.new_sign_count
     if (new_count or passkey.sign_count) and new_count <= passkey.sign_count:
         log.warning("passkey of user %s: signature counter did not increase", user.id)

@@ -1,5 +1,6 @@
 """The background purge: expired sessions, stale throttle counters, old events, expired link
-tokens and sent mail, in short batches, one process at a time (SPEC §8)."""
+tokens, answered passkey challenges and sent mail, in short batches, one process at a time
+(SPEC §8)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ PURGE_BATCH = 1000  # rows per purge transaction: a few ms of write lock each
 
 
 async def purge_expired(config: Any, store: Store) -> int:
-    """Delete expired sessions, stale throttle counters, old events, expired link tokens and
-    sent mail; return the sessions.
+    """Delete expired sessions, stale throttle counters, old events, expired link tokens,
+    answered passkey challenges and sent mail; return the sessions.
 
     One process at a time across workers and nodes (the store's maintenance lock; a process
     that does not get it skips the round and returns 0), in batches of PURGE_BATCH rows,
@@ -33,6 +34,7 @@ async def purge_expired(config: Any, store: Store) -> int:
         events_cutoff = now - float(config["EVENT_RETENTION"])
         await _in_batches(lambda n: store.delete_old_events(events_cutoff, n))
         await _in_batches(lambda n: store.delete_expired_tokens(now, n))
+        await _in_batches(lambda n: store.delete_used_challenges(now, n))
         mail_cutoff = now - float(config["MAIL_RETENTION"])
         await _in_batches(lambda n: store.delete_old_mail(mail_cutoff, n))
         return deleted

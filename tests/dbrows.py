@@ -41,3 +41,30 @@ def rows(app: Quart, sql: str, *params: Any) -> list[tuple[Any, ...]]:
 async def settle(app: Quart) -> None:
     """Let the app's queued last_seen writes land, before a test edits the rows under it."""
     await app.extensions["auth_touches"].flush()
+
+
+def schema(app: Quart) -> dict[str, set[str]]:
+    """Every table of the app's database and its columns."""
+    if app.config.get("DATABASE_URL"):
+        found = rows(
+            app,
+            """SELECT c.table_name, c.column_name FROM information_schema.columns AS c
+               JOIN information_schema.tables AS t
+                 ON t.table_schema = c.table_schema AND t.table_name = c.table_name
+               WHERE c.table_schema = current_schema() AND t.table_type = 'BASE TABLE'""",
+        )
+    else:
+        found = rows(
+            app,
+            """SELECT m.name, p.name FROM sqlite_master AS m, pragma_table_info(m.name) AS p
+               WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'""",
+        )
+    tables: dict[str, set[str]] = {}
+    for table, column in found:
+        tables.setdefault(str(table), set()).add(str(column))
+    return tables
+
+
+def row_counts(app: Quart) -> dict[str, int]:
+    """How many rows every table of the app's database holds."""
+    return {t: rows(app, f"SELECT count(*) FROM {t}")[0][0] for t in schema(app)}  # noqa: S608

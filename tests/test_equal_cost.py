@@ -14,8 +14,9 @@ import time
 from typing import Any
 
 import pytest
-from dbrows import rows
+from dbrows import row_counts, rows, settle
 from quart import Quart
+from routes import every_request
 
 from quart_auth_app.purge import purge_expired
 from quart_auth_app.store import User
@@ -92,6 +93,27 @@ async def test_failed_sign_ins_take_the_same_time_for_known_and_unknown(
 
 def counts(app: Quart) -> dict[str, int]:
     return {table: rows(app, f"SELECT count(*) FROM {table}")[0][0] for table in TABLES}  # noqa: S608
+
+
+async def test_no_cookieless_request_without_valid_input_stores_anything(
+    app: Quart, user: User
+) -> None:
+    """Every route, every method, no cookie, an empty JSON body and an empty form: no row
+    anywhere and no session cookie (SPEC §7, nothing for nothing). A sweep, so a new route
+    is covered the day it is added."""
+    await settle(app)
+    before = row_counts(app)
+    sent = 0
+    for method, path in every_request(app):
+        for body in ({"json": {}}, {"form": {}}):
+            response = await app.test_client().open(path, method=method, **body)
+            assert response.status_code < 500, (method, path)
+            cookies = response.headers.getlist("Set-Cookie")
+            assert not [c for c in cookies if re.match(r"session=[^;]", c)], (method, path)
+            sent += 1
+    await settle(app)
+    assert row_counts(app) == before
+    assert sent >= 100  # the sweep found the routes
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ data's hash. Everything it sends goes through the real API, session store and th
 # ruff: noqa: F811
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -23,7 +24,7 @@ import pytest
 from conftest import PASSWORD
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from dbrows import rows, settle
+from dbrows import row_counts, rows, settle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from quart import Quart
@@ -31,10 +32,10 @@ from quart.testing import QuartClient
 from smtp import MailServer, mail_server  # noqa: F401
 from test_api import error_body
 
-from quart_auth_app.passkey_ceremony import CHALLENGES
+from quart_auth_app.passkey_ceremony import CHALLENGE_LIFETIME, NONCE
 from quart_auth_app.sessions import PROVED_AT, hash_token
 from quart_auth_app.store import Store, User
-from quart_auth_app.testing import authenticated_client, create_user, enable_totp
+from quart_auth_app.testing import Clock, authenticated_client, create_user, enable_totp
 
 PUBLIC_URL = "https://auth.example.test:8443"
 RP_ID = "auth.example.test"
@@ -285,8 +286,9 @@ async def test_registration_options_ask_for_a_discoverable_verified_credential(
     assert options["attestation"] == "none" and options["excludeCredentials"] == []
     assert {p["alg"] for p in options["pubKeyCredParams"]} >= {-7, -257}
     assert len(unb64(options["challenge"])) >= 32
-    # the challenge is in the session row, not in any cookie
-    assert options["challenge"] in json.dumps(await session_data(app, ada))
+    # the challenge is not kept anywhere: it is signed, and no cookie carries it
+    assert options["challenge"] not in json.dumps(await session_data(app, ada))
+    assert not [c for c in ada.cookie_jar or [] if options["challenge"] in str(c.value)]
 
 
 async def test_register_list_and_the_users_existing_credentials_are_excluded(
@@ -489,19 +491,19 @@ async def test_a_passkey_is_both_factors_even_after_a_pending_password_step(
     assert response.status_code == 200 and await is_signed_in(fresh)
 
 
-async def test_sign_in_rotates_an_anonymous_session_and_keeps_no_challenge(
-    app: Quart, key: Authenticator
-) -> None:
+async def test_asking_for_a_challenge_stores_nothing(app: Quart, key: Authenticator) -> None:
+    """The login page asks on every view (autofill): a stranger's request costs no row."""
+    await settle(app)
+    before = row_counts(app)
     client = browser(app)
-    options = await login_options(client)
-    anonymous = cookie(client)
-    assert options["challenge"] in json.dumps(await session_data(app, client))
-    assert (await passkey_login(client, key.get(options))).status_code == 200
-    assert cookie(client) != anonymous
-    assert CHALLENGES not in await session_data(app, client)
-    assert rows(
-        app, "SELECT count(*) FROM sessions WHERE token_hash = ?", hash_token(anonymous)
-    ) == [(0,)]
+    options = [await login_options(client) for _ in range(20)]
+    assert not client.cookie_jar or not [c for c in client.cookie_jar if c.name == "session"]
+    assert row_counts(app) == before
+    assert len({o["challenge"] for o in options}) == 20
+    assert (await passkey_login(client, key.get(options[3]))).status_code == 200
+    after = row_counts(app)
+    assert after["sessions"] == before["sessions"] + 1
+    assert after["used_challenges"] == before["used_challenges"] + 1
 
 
 async def test_remember_me_with_a_passkey(app: Quart, key: Authenticator) -> None:
@@ -523,32 +525,100 @@ async def test_a_login_challenge_is_single_use(app: Quart, key: Authenticator) -
     await error_body(await passkey_login(client, credential), 400, "challenge_expired")
     # a fresh signature over the used challenge is refused as well
     await error_body(await passkey_login(client, key.get(options)), 400, "challenge_expired")
-    # and so is a challenge another browser was given
+    # in any browser: a challenge is not tied to one, but it is answered once
     other = browser(app)
-    theirs = await login_options(other)
-    await error_body(await passkey_login(client, key.get(theirs)), 400, "challenge_expired")
-    assert (await passkey_login(other, key.get(theirs))).status_code == 200
+    await error_body(await passkey_login(other, key.get(options)), 400, "challenge_expired")
 
 
 async def test_a_challenge_expires(app: Quart, key: Authenticator) -> None:
+    app.extensions["auth_clock"] = clock = Clock()
     client = browser(app)
-    options = await login_options(client)
-    data = await session_data(app, client)
-    aged = {c: [[e[0], time.time() - 1, e[2]] for e in v] for c, v in data[CHALLENGES].items()}
-    await set_session_data(app, client, {CHALLENGES: aged})
-    await error_body(await passkey_login(client, key.get(options)), 400, "challenge_expired")
+    early, late = await login_options(client), await login_options(client)
+    clock.advance(CHALLENGE_LIFETIME - 5)
+    assert (await passkey_login(client, key.get(early))).status_code == 200
+    clock.advance(10)
+    await error_body(await passkey_login(browser(app), key.get(late)), 400, "challenge_expired")
 
 
-async def test_a_few_tabs_may_each_have_a_challenge(app: Quart, key: Authenticator) -> None:
+async def test_every_tab_may_have_a_challenge(app: Quart, key: Authenticator) -> None:
     client = browser(app)
-    first, second = await login_options(client), await login_options(client)
-    assert (await passkey_login(client, key.get(first))).status_code == 200
-    await client.post("/api/logout")
-    client = browser(app)
-    kept = [await login_options(client) for _ in range(4)]
-    await error_body(await passkey_login(client, key.get(kept[0])), 400, "challenge_expired")
-    assert (await passkey_login(client, key.get(kept[-1]))).status_code == 200
-    assert second["challenge"] != first["challenge"]
+    tabs = [await login_options(client) for _ in range(5)]
+    for options in reversed(tabs):
+        assert (await passkey_login(client, key.get(options))).status_code == 200
+        await error_body(await passkey_login(client, key.get(options)), 400, "challenge_expired")
+        await client.post("/api/logout")
+
+
+def forged(challenge: str) -> list[str]:
+    """The challenge with its MAC, its expiry or its nonce changed, cut short, lengthened."""
+    raw = unb64(challenge)
+    nonce, expiry, mac = raw[:NONCE], raw[NONCE : NONCE + 8], raw[NONCE + 8 :]
+    later = (int.from_bytes(expiry, "big") + 3600).to_bytes(8, "big")
+    flipped = bytes([mac[0] ^ 1]) + mac[1:]
+    return [
+        b64(nonce + expiry + flipped),
+        b64(nonce + later + mac),
+        b64(secrets.token_bytes(NONCE) + expiry + mac),
+        b64(raw[:-1]),
+        b64(raw + b"\x00"),
+        b64(secrets.token_bytes(len(raw))),
+    ]
+
+
+async def test_forged_challenges_are_refused_and_store_nothing(
+    app: Quart, ada: QuartClient, key: Authenticator
+) -> None:
+    """The authenticator signs whatever it is given: only the app's MAC makes a challenge."""
+    await settle(app)
+    before = row_counts(app)
+    options = await login_options(browser(app))
+    for challenge in forged(options["challenge"]):
+        credential = key.get({**options, "challenge": challenge})
+        await error_body(await passkey_login(browser(app), credential), 400, "challenge_expired")
+    registration = await (await ada.post("/api/passkeys/register/options")).get_json()
+    for challenge in forged(registration["challenge"]):
+        credential = Authenticator().create({**registration, "challenge": challenge})
+        response = await ada.post("/api/passkeys", json={"credential": credential})
+        await error_body(response, 400, "challenge_expired")
+    await settle(app)
+    assert row_counts(app)["used_challenges"] == before["used_challenges"]
+
+
+async def test_a_challenge_works_only_for_its_ceremony(
+    app: Quart, ada: QuartClient, key: Authenticator
+) -> None:
+    registration = await (await ada.post("/api/passkeys/register/options")).get_json()
+    login = await login_options(browser(app))
+    as_login = key.get({**login, "challenge": registration["challenge"]})
+    await error_body(await passkey_login(browser(app), as_login), 400, "challenge_expired")
+    as_registration = Authenticator().create({**registration, "challenge": login["challenge"]})
+    response = await ada.post("/api/passkeys", json={"credential": as_registration})
+    await error_body(response, 400, "challenge_expired")
+
+
+async def test_one_answer_sent_twice_at_once_signs_in_once(app: Quart, ada: QuartClient) -> None:
+    """Without a signature counter only the challenge stops a replay: of two requests with
+    one answer at the same moment, one signs in."""
+    authenticator = Authenticator()
+    await added(ada, authenticator)
+    for _ in range(3):
+        credential = authenticator.get(await login_options(browser(app)), step=0)
+        statuses = await asyncio.gather(
+            *(passkey_login(browser(app), credential) for _ in range(2))
+        )
+        assert sorted(r.status_code for r in statuses) == [200, 400]
+
+
+async def test_one_registration_sent_twice_at_once_adds_one_passkey(
+    app: Quart, ada: QuartClient
+) -> None:
+    options = await (await ada.post("/api/passkeys/register/options")).get_json()
+    credentials = [Authenticator().create(options) for _ in range(2)]
+    statuses = await asyncio.gather(
+        *(ada.post("/api/passkeys", json={"credential": c}) for c in credentials)
+    )
+    assert sorted(r.status_code for r in statuses) == [201, 400]
+    assert len((await (await ada.get("/api/passkeys")).get_json())["passkeys"]) == 1
 
 
 @pytest.mark.parametrize(

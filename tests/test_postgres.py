@@ -145,6 +145,7 @@ async def test_concurrent_migrations_run_once(empty_url: str) -> None:
         "throttle",
         "tokens",
         "totp",
+        "used_challenges",
         "users",
     ]
 

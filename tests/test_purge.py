@@ -79,6 +79,9 @@ async def test_purge_deletes_the_dead_and_keeps_the_living(app: Quart, user: Use
     events = [(user.id, f"old{i}", "", "", ancient - i) for i in range(1100)]
     events += [(user.id, f"recent{i}", "", "", now) for i in range(3)]
     await _insert(app, "events", ("user_id", "kind", "ip", "user_agent", "created_at"), events)
+    answered = [(i.to_bytes(32, "big"), now - 1 - i) for i in range(1001)]
+    answered += [(b"live" + i.to_bytes(28, "big"), now + 300) for i in range(2)]
+    await _insert(app, "used_challenges", ("digest", "expires_at"), answered)
 
     assert await purge_expired(app.config, _store(app)) == 2100
 
@@ -94,6 +97,10 @@ async def test_purge_deletes_the_dead_and_keeps_the_living(app: Quart, user: Use
         "recent1",
         "recent2",
     ]
+    assert _count(app, "used_challenges") == 2
+    assert {bytes(row[0])[:4] for row in rows(app, "SELECT digest FROM used_challenges")} == {
+        b"live"
+    }
 
 
 @pytest.fixture

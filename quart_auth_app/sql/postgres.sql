@@ -126,3 +126,13 @@ CREATE TABLE passkeys (
     last_used_at  DOUBLE PRECISION
 );
 CREATE INDEX passkeys_user_id ON passkeys (user_id);
+
+-- migration 7
+-- Passkey challenges are signed and carry their expiry, so asking for one stores nothing;
+-- a challenge an authenticator answered is recorded here (as its SHA-256) until it
+-- expires, so its answer signs in or adds a passkey once.
+CREATE TABLE used_challenges (
+    digest      BYTEA            PRIMARY KEY,
+    expires_at  DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX used_challenges_expires_at ON used_challenges (expires_at);

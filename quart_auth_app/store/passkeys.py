@@ -94,6 +94,24 @@ class PasskeyQueries(FactorQueries):
         )
         return changed > 0
 
+    async def use_challenge(self, digest: bytes, expires_at: float) -> bool:
+        """Record that the challenge with this SHA-256 was answered: True the first time,
+        False if it was before (two answers at once: the unique key lets one through)."""
+        added = await self.execute(
+            """INSERT INTO used_challenges (digest, expires_at) VALUES (:digest, :expires_at)
+               ON CONFLICT (digest) DO NOTHING""",
+            {"digest": digest, "expires_at": expires_at},
+        )
+        return added > 0
+
+    async def delete_used_challenges(self, now: float, limit: int) -> int:
+        """Forget answered challenges past their expiry (they are refused by it anyway)."""
+        return await self.execute(
+            """DELETE FROM used_challenges WHERE digest IN (
+                   SELECT digest FROM used_challenges WHERE expires_at <= :now LIMIT :limit)""",
+            {"now": now, "limit": limit},
+        )
+
     async def rename_passkey(self, user_id: int, credential_id: str, name: str) -> bool:
         """False if the user has no such passkey."""
         changed = await self.execute(

@@ -64,6 +64,12 @@ async def forgot_post() -> Response:
 @bp.get("/password/reset/<token>")
 @hide
 async def reset_link(token: str) -> ResponseReturnValue:
+    """Move a live token from the address into the session (the page then has no token in
+    its URL to leak); a dead one is answered here and stores nothing (SPEC §7)."""
+    try:
+        await reset_token(token[:128])
+    except AppError as error:
+        return _no_referrer(await _invalid(error))
     session[RESET_TOKEN] = token[:128]
     return _no_referrer(redirect(url_for("recovery.reset"), 303))
 

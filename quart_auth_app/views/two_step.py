@@ -50,7 +50,8 @@ async def verify_post() -> ResponseReturnValue:
         user = await verify_pending(form)
     except AppError as error:
         if error.code == "second_factor_expired":
-            await flash("That took too long. Please sign in again.", "info")
+            if server_session().record is not None:  # a stranger's post stores nothing
+                await flash("That took too long. Please sign in again.", "info")
             return redirect(url_for("pages.login"), 303)
         return await render_page("login_verify.html", error, next=next_url)
     await flash(f"Welcome, {user.name}!", "success")

@@ -141,7 +141,7 @@ class SelectionOut:
 
 
 CHALLENGE = doc(
-    "Single-use, kept by the server in this session for 5 minutes.", pattern=B64URL, minLength=43
+    "Signed by the server, alive for 5 minutes, answered once.", pattern=B64URL, minLength=43
 )
 TIMEOUT = doc("Milliseconds: the challenge's lifetime.", minimum=1)
 

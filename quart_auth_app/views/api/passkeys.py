@@ -119,8 +119,8 @@ async def api_remove_passkey(passkey_id: str) -> Response:
 async def api_passkey_login_options() -> dict[str, Any]:
     """Options for `navigator.credentials.get()`.
 
-    The challenge is kept in this session: an anonymous client gets a session cookie here, to
-    send back with POST /api/passkeys/login.
+    The challenge is signed and expires in 5 minutes; nothing is stored and no cookie is set,
+    so any client may ask. Its answer works once.
     """
     return login_options()
 

@@ -38,14 +38,25 @@ def recently_proved() -> bool:
 def reauth_required(view: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[Any]]:
     """Sensitive views (inside `login_required`): open within REAUTH_WINDOW of the password
     being typed; otherwise pages ask for it and come back here, the API answers 403."""
+    return _proof_first(view, None)
 
+
+def reauth_first(
+    back: str,
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[Any]]]:
+    """`reauth_required` for a form's POST: a page asks for the password, then goes `back`
+    (the form's page: a POST's own address cannot be come back to)."""
+    return lambda view: _proof_first(view, back)
+
+
+def _proof_first(view: Callable[P, Awaitable[R]], back: str | None) -> Callable[P, Awaitable[Any]]:
     @wraps(view)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
         if not recently_proved():
             if is_api_request():
                 raise reauthentication_required()
-            target = request.full_path.rstrip("?")
-            return redirect(f"{url_for('life.reauthenticate')}?next={quote(target, safe='/')}")
+            target = back or request.full_path.rstrip("?")
+            return redirect(f"{url_for('life.reauthenticate')}?next={quote(target, safe='/')}", 303)
         return await view(*args, **kwargs)
 
     return wrapper

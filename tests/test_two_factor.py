@@ -313,6 +313,30 @@ async def test_html_sign_in_asks_for_the_code_and_carries_on(
     assert (await client.get("/account")).status_code == 200
 
 
+@pytest.mark.parametrize("action", ["begin", "disable", "recovery-codes"])
+async def test_html_two_step_changes_outside_the_window_ask_for_the_password_first(
+    app: Quart, user: User, secret: str, clock: Clock, action: str
+) -> None:
+    """A form posted once the proof ran out: nothing changes, the password is asked for, and
+    the way back is the two-step page (a POST's address cannot be come back to)."""
+    client = await authenticated_client(app, user)
+    await client.post("/reauthenticate", form={"password": PASSWORD, "next": "/account"})
+    codes = rows(app, "SELECT code_hash FROM recovery_codes WHERE user_id = ?", user.id)
+    clock.now += app.config["REAUTH_WINDOW"] + 5
+    response = await client.post(f"/account/two-step/{action}")
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/reauthenticate?next=/account/two-step"
+    assert rows(app, "SELECT confirmed FROM totp WHERE user_id = ?", user.id) == [(1,)]
+    assert rows(app, "SELECT code_hash FROM recovery_codes WHERE user_id = ?", user.id) == codes
+    again = await client.post(
+        "/reauthenticate", form={"password": PASSWORD, "next": "/account/two-step"}
+    )
+    assert again.headers["Location"] == "/account/two-step"
+    done = await client.post(f"/account/two-step/{action}")  # begin: 409, it is on already
+    assert done.status_code in (200, 303, 409)
+    assert "/reauthenticate" not in done.headers.get("Location", "")
+
+
 async def test_html_enrolment_shows_a_qr_code_then_the_recovery_codes_once(
     app: Quart, user: User
 ) -> None:

@@ -10,20 +10,13 @@ from quart_schema import hide
 
 from ..auth import login_required, signed_in_user, unverified_ok
 from ..errors import AppError, render_page
-from ..lifecycle import delete_account, export, reauth_required
+from ..lifecycle import delete_account, export, reauth_first, reauth_required
 from ..lifecycle import reauthenticate as reauthenticate_user
 from ..recovery import request_email_change
 from ..validation import text
 from .pages import safe_next
 
 bp = Blueprint("life", __name__)
-
-
-def _again(error: AppError, here: str) -> ResponseReturnValue | None:
-    """The proof ran out while the form was open: ask for the password, then come back."""
-    if error.code == "reauthentication_required":
-        return redirect(f"{url_for('life.reauthenticate')}?next={here}", 303)
-    return None
 
 
 @bp.get("/reauthenticate")
@@ -64,6 +57,7 @@ async def email_form() -> Response:
 @hide
 @login_required
 @unverified_ok
+@reauth_first("/account/email")
 async def email_post() -> ResponseReturnValue:
     form = await request.form
     user = signed_in_user()
@@ -71,9 +65,7 @@ async def email_post() -> ResponseReturnValue:
         new_email = await request_email_change(user, form)
     except AppError as error:
         kept = text(form, "new_email")[:254]
-        return _again(error, "/account/email") or await render_page(
-            "change_email.html", error, user=user, new_email=kept
-        )
+        return await render_page("change_email.html", error, user=user, new_email=kept)
     await flash(
         f"A confirmation link is on its way to {new_email}. "
         "Your address changes when you follow it.",
@@ -95,15 +87,14 @@ async def delete_form() -> Response:
 @hide
 @login_required
 @unverified_ok
+@reauth_first("/account/delete")
 async def delete_post() -> ResponseReturnValue:
     form = await request.form
     user = signed_in_user()
     try:
         await delete_account(user, form)
     except AppError as error:
-        return _again(error, "/account/delete") or await render_page(
-            "delete_account.html", error, user=user
-        )
+        return await render_page("delete_account.html", error, user=user)
     await flash("Your account has been deleted. Goodbye!", "info")
     return redirect(url_for("pages.index"), 303)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from quart import Blueprint, Response, flash, redirect, request, url_for
 from quart.typing import ResponseReturnValue
 from quart_schema import hide
@@ -21,16 +19,12 @@ from ..factors import (
     status,
     verify_pending,
 )
-from ..lifecycle import reauth_required, recently_proved
+from ..lifecycle import reauth_first, reauth_required
 from ..validation import text
 from .pages import safe_next
 
 bp = Blueprint("two_step", __name__)
 HERE = "/account/two-step"
-
-
-def _prove_first() -> ResponseReturnValue:
-    return redirect(f"{url_for('life.reauthenticate_form')}?next={quote(HERE, safe='/')}", 303)
 
 
 @bp.get("/login/verify")
@@ -70,15 +64,9 @@ async def manage() -> Response:
 @bp.post(f"{HERE}/begin")
 @hide
 @login_required
+@reauth_first(HERE)
 async def begin() -> ResponseReturnValue:
-    if not recently_proved():
-        return _prove_first()
-    user = signed_in_user()
-    try:
-        secret = await begin_totp(user)
-    except AppError as error:
-        return await render_page("error.html", error)
-    return await _setup_page(secret)
+    return await _setup_page(await begin_totp(signed_in_user()))
 
 
 async def _setup_page(secret: str, error: AppError | None = None) -> Response:
@@ -107,13 +95,9 @@ async def confirm() -> ResponseReturnValue:
 @bp.post(f"{HERE}/disable")
 @hide
 @login_required
+@reauth_first(HERE)
 async def disable() -> ResponseReturnValue:
-    if not recently_proved():
-        return _prove_first()
-    try:
-        await disable_totp(signed_in_user())
-    except AppError as error:
-        return await render_page("error.html", error)
+    await disable_totp(signed_in_user())
     await flash("Two-step sign-in is off. Other sessions were signed out.", "info")
     return redirect(url_for("account.account"), 303)
 
@@ -121,11 +105,7 @@ async def disable() -> ResponseReturnValue:
 @bp.post(f"{HERE}/recovery-codes")
 @hide
 @login_required
+@reauth_first(HERE)
 async def new_codes() -> ResponseReturnValue:
-    if not recently_proved():
-        return _prove_first()
-    try:
-        codes = await regenerate_codes(signed_in_user())
-    except AppError as error:
-        return await render_page("error.html", error)
+    codes = await regenerate_codes(signed_in_user())
     return await render_page("recovery_codes.html", codes=codes)

@@ -11,6 +11,7 @@ DEFAULTS: dict[str, Any] = {
     "DATABASE": None,  # None: instance/quart_auth_app.sqlite3
     "DATABASE_URL": None,  # postgresql://... switches to PostgreSQL (SPEC §9)
     "DATABASE_POOL_SIZE": 10,
+    "DATABASE_WAIT": 0,  # seconds a request waits for a PostgreSQL that refuses (restarting)
     "BCRYPT_ROUNDS": 12,
     "BCRYPT_THREADS": os.cpu_count() or 1,
     "SESSION_IDLE_TIMEOUT": 7200,

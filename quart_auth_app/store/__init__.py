@@ -199,7 +199,11 @@ def open_store(config: Mapping[str, Any]) -> Store:
     if url:
         from .postgres import PostgresStore  # type: ignore[import-untyped,unused-ignore]
 
-        store: Store = PostgresStore(url, pool_size=int(config["DATABASE_POOL_SIZE"]))
+        store: Store = PostgresStore(
+            url,
+            pool_size=int(config["DATABASE_POOL_SIZE"]),
+            wait=float(config.get("DATABASE_WAIT", 0)),
+        )
     else:
         from .sqlite import SQLiteStore
 

@@ -25,6 +25,9 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,  # shutdown, cannot connect now
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
     asyncpg.InterfaceError,  # connection closed under us
+    # "cannot switch to state ...; another operation is in progress": a connection the
+    # server dropped mid-statement, failing again as the pool resets it (asyncpg 0.30).
+    asyncpg.InternalClientError,
     OSError,
     TimeoutError,
 )

@@ -3,7 +3,8 @@
 The queries live in `queries.py` (and the few PostgreSQL-only ones in `postgres.py`),
 written with named parameters (`:name`). Here: the pool, `fetch_all` / `fetch_one` /
 `execute` alone or inside `transaction()`, the timeout that turns an unreachable
-database into StoreUnavailable (a 503) rather than a hang, and the migrations, run
+database into StoreUnavailable (a 503) rather than a hang, the bounded wait for a
+database that is restarting (`wait`, DATABASE_WAIT), and the migrations, run
 under an advisory lock so nodes starting together migrate once. One connection's
 timeouts, its errors and the `:name` to `$n` compilation are in `postgres_connection.py`.
 """
@@ -34,6 +35,8 @@ from .postgres_connection import (
 log = logging.getLogger(__name__)
 
 OPERATION_TIMEOUT = 15.0  # seconds for a whole store call, waiting for the pool included
+RETRY_PAUSE = 0.1  # seconds between attempts to reach a database that refused
+UNAVAILABLE_OR_STORE: tuple[type[BaseException], ...] = (StoreUnavailable, *UNAVAILABLE)
 MIGRATION_LOCK = 0x5155_4155_5448  # pg_advisory_xact_lock key: "QUAUTH"
 MAINTENANCE_LOCK = 0x5155_4155_5450  # pg_try_advisory_lock key of the purge: "QUAUTP"
 
@@ -41,9 +44,13 @@ MAINTENANCE_LOCK = 0x5155_4155_5450  # pg_try_advisory_lock key of the purge: "Q
 class PostgresDatabase:
     """An asyncpg pool to one PostgreSQL database, migrated before first use."""
 
-    def __init__(self, url: str, pool_size: int = 10) -> None:
+    def __init__(self, url: str, pool_size: int = 10, wait: float = 0.0) -> None:
         self.url = url
         self.pool_size = max(1, pool_size)
+        # Seconds a store call keeps trying a database that refuses connections (it is
+        # restarting) before StoreUnavailable: a restart then delays requests instead of
+        # failing them. Only steps that sent nothing, or only reads, are tried again.
+        self.wait = max(0.0, min(wait, OPERATION_TIMEOUT / 2))
         self._pool: asyncpg.Pool | None = None
         self._migrated = False
         self._open_lock = asyncio.Lock()
@@ -94,15 +101,59 @@ class PostgresDatabase:
             await self.migrate()
         return pool
 
+    def _deadline(self, wait: bool = True) -> float:
+        return asyncio.get_running_loop().time() + (self.wait if wait else 0.0)
+
+    async def _pause_until(self, deadline: float) -> bool:
+        """Sleep a moment before another attempt; False when `deadline` leaves no time."""
+        if asyncio.get_running_loop().time() + RETRY_PAUSE > deadline:
+            return False
+        await asyncio.sleep(RETRY_PAUSE)
+        return True
+
+    async def _acquire(self, migrated: bool, deadline: float) -> tuple[asyncpg.Pool, Any]:
+        """The pool and one of its connections, tried again until `deadline` while the
+        database refuses: nothing has been sent on the connection yet."""
+        while True:
+            try:
+                pool = await (self._ready() if migrated else self._get_pool())
+                return pool, await pool.acquire()
+            except UNAVAILABLE_OR_STORE:
+                if not await self._pause_until(deadline):
+                    raise
+
     @asynccontextmanager
-    async def _connection(self, migrated: bool = True) -> AsyncIterator[asyncpg.Connection]:
+    async def _connection(
+        self, migrated: bool = True, deadline: float | None = None
+    ) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection; connection faults and timeouts become StoreUnavailable."""
-        pool = await (self._ready() if migrated else self._get_pool())
         try:
-            async with asyncio.timeout(OPERATION_TIMEOUT), pool.acquire() as db:
-                yield db
+            async with asyncio.timeout(OPERATION_TIMEOUT):
+                pool, db = await self._acquire(migrated, deadline or self._deadline())
+                try:
+                    yield db
+                finally:
+                    await pool.release(db)
         except UNAVAILABLE as exc:
             raise unavailable(exc) from exc
+
+    async def _fetch(
+        self, sql: str, params: Mapping[str, Any], one: bool, wait: bool = True
+    ) -> Any:
+        """Rows of one statement. A SELECT whose connection broke is tried again until the
+        wait runs out; any other statement (an UPDATE ... RETURNING) only if nothing was sent."""
+        deadline = self._deadline(wait)
+        again = sql.lstrip()[:6].upper() == "SELECT"
+        while True:
+            try:
+                async with self._connection(deadline=deadline) as db:
+                    statements = Statements(db)
+                    if one:
+                        return await statements.fetch_one(sql, params)
+                    return await statements.fetch_all(sql, params)
+            except StoreUnavailable:
+                if not (again and await self._pause_until(deadline)):
+                    raise
 
     @asynccontextmanager
     async def maintenance(self) -> AsyncIterator[bool]:
@@ -135,12 +186,12 @@ class PostgresDatabase:
             yield Statements(db)
 
     async def fetch_all(self, sql: str, params: Mapping[str, Any] = {}) -> list[asyncpg.Record]:
-        async with self._connection() as db:
-            return await Statements(db).fetch_all(sql, params)
+        rows: list[asyncpg.Record] = await self._fetch(sql, params, one=False)
+        return rows
 
     async def fetch_one(self, sql: str, params: Mapping[str, Any] = {}) -> asyncpg.Record | None:
-        async with self._connection() as db:
-            return await Statements(db).fetch_one(sql, params)
+        row: asyncpg.Record | None = await self._fetch(sql, params, one=True)
+        return row
 
     async def execute(self, sql: str, params: Mapping[str, Any] = {}) -> int:
         async with self._connection() as db:
@@ -168,10 +219,12 @@ class PostgresDatabase:
         return version
 
     async def ping(self) -> None:
-        """Raise StoreUnavailable unless the database answers."""
-        await self.fetch_one("SELECT 1")
+        """Raise StoreUnavailable unless the database answers now (health checks never wait)."""
+        await self._fetch("SELECT 1", {}, one=True, wait=False)
 
     async def schema_version(self) -> tuple[int, int]:
-        """The highest version in `schema_version`, and the newest in sql/postgres.sql."""
-        row = await self.fetch_one("SELECT coalesce(max(version), 0) FROM schema_version")
+        """The highest version in `schema_version`, and the newest in sql/postgres.sql (now:
+        readiness checks never wait)."""
+        sql = "SELECT coalesce(max(version), 0) FROM schema_version"
+        row = await self._fetch(sql, {}, one=True, wait=False)
         return int(row[0]) if row else 0, newest_migration("postgres.sql")

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 from servers import Server, running
+from smtp import MailServer
 
 from browser.browserkit import (
     CHROMIUM,
@@ -46,6 +47,17 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
     yield browser
     browser.close()
+
+
+@pytest.fixture(scope="module")
+def mail() -> Iterator[MailServer]:
+    """A real SMTP server on loopback, one per test module (see accounts.mailing_server)."""
+    smtp = MailServer()
+    smtp.start()
+    try:
+        yield smtp
+    finally:
+        smtp.stop()
 
 
 @pytest.fixture(scope="session")

@@ -14,18 +14,17 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
-from servers import Server, free_port, running
+from servers import Server
 from smtp import MailServer
 
+from browser.accounts import inbox, log_out, mailing_server, register, sign_in
 from browser.browserkit import (
-    GENEROUS,
     PASSWORD,
     ContextFactory,
     open_contexts,
     screenshot,
     unique_email,
 )
-from browser.test_browser_recovery import inbox, log_out, register, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -34,28 +33,10 @@ SOON = 5_000  # ms: a bound for what should happen at once (the options' timeout
 
 
 @pytest.fixture(scope="module")
-def mail() -> Iterator[MailServer]:
-    smtp = MailServer()
-    smtp.start()
-    try:
-        yield smtp
-    finally:
-        smtp.stop()
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, mail: MailServer) -> Iterator[Server]:
     """Hypercorn (two workers) whose relying party is http://localhost:PORT."""
     tmp = tmp_path_factory.mktemp("browser-passkeys")
-    port = free_port()
-    env = {
-        "QUART_DATABASE": str(tmp / "app.sqlite3"),
-        **GENEROUS,
-        "QUART_PUBLIC_URL": f"http://localhost:{port}",
-        "QUART_MAIL_URL": mail.url,
-        "QUART_MAIL_POLL_INTERVAL": "0.05",
-    }
-    with running(tmp, env, 2, port=port) as started:
+    with mailing_server(tmp, mail, host="localhost") as started:
         yield started
 
 

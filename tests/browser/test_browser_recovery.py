@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
-from servers import Server, free_port, running
+from servers import Server
 from smtp import MailServer, links
 
+from browser.accounts import inbox, link_in, log_out, mailing_server, register, sign_in
 from browser.browserkit import (
     DESKTOP,
-    GENEROUS,
     PASSWORD,
     PHONE,
     ContextFactory,
@@ -39,84 +36,10 @@ JAVASCRIPT = pytest.mark.parametrize("javascript", [True, False], ids=["js", "no
 
 
 @pytest.fixture(scope="module")
-def mail() -> Iterator[MailServer]:
-    """The SMTP server every server of this module delivers to."""
-    smtp = MailServer()
-    smtp.start()
-    try:
-        yield smtp
-    finally:
-        smtp.stop()
-
-
-def mailing_server(
-    tmp: Path, mail: MailServer, workers: int = 2, **config: str
-) -> AbstractContextManager[Server]:
-    """Hypercorn whose links point at itself and whose mail goes to `mail`."""
-    port = free_port()
-    env = {
-        "QUART_DATABASE": str(tmp / "app.sqlite3"),
-        **GENEROUS,
-        "QUART_MAIL_URL": mail.url,
-        "QUART_MAIL_POLL_INTERVAL": "0.05",
-        "QUART_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "QUART_THROTTLE_MAIL_PER_EMAIL": "100",
-        "QUART_THROTTLE_MAIL_PER_ADDRESS": "1000",
-        **{f"QUART_{key}": value for key, value in config.items()},
-    }
-    return running(tmp, env, workers, port=port)
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, mail: MailServer) -> Iterator[Server]:
     """Overrides the package's shared server: this one mails through `mail`."""
     with mailing_server(tmp_path_factory.mktemp("browser-recovery"), mail) as started:
         yield started
-
-
-def inbox(
-    page: Page, mail: MailServer, address: str, subject: str, count: int = 1
-) -> list[EmailMessage]:
-    """The messages to `address` with `subject`, once at least `count` have arrived."""
-    deadline = time.monotonic() + 10
-    while True:
-        found = [m for m in mail.to(address) if m["Subject"] == subject]
-        if len(found) >= count:
-            return found
-        assert time.monotonic() < deadline, (
-            f"{len(found)} of {count} {subject!r} mail(s) to {address} within 10 s"
-        )
-        page.wait_for_timeout(50)
-
-
-def link_in(message: EmailMessage, server: Server, path: str) -> str:
-    """The one link of the message, which must lead to PUBLIC_URL + path + a token."""
-    found = links(message)
-    assert len(found) == 1, found
-    assert re.fullmatch(rf"{re.escape(server.url + path)}[A-Za-z0-9_-]{{32,}}", found[0])
-    return found[0]
-
-
-def register(page: Page, email: str, name: str) -> None:
-    """Sign up (which signs in) through the registration page."""
-    page.goto("/register")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Name (optional)").fill(name)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Create account").click()
-    expect(page.get_by_role("heading", level=1)).to_have_text(f"Welcome, {name}!")
-
-
-def sign_in(page: Page, email: str, password: str) -> None:
-    page.goto("/login")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in", exact=True).click()
-
-
-def log_out(page: Page) -> None:
-    page.get_by_role("navigation").get_by_role("button", name="Log out").click()
-    expect(page).to_have_url(re.compile(r"/login$"))
 
 
 def forgot(page: Page, email: str) -> str:

@@ -21,6 +21,7 @@ from playwright.sync_api import Page, ViewportSize, expect
 from servers import Server
 from smtp import MailServer
 
+from browser.accounts import inbox, log_out, mailing_server, register
 from browser.browserkit import (
     DESKTOP,
     PASSWORD,
@@ -30,7 +31,6 @@ from browser.browserkit import (
     unique_email,
 )
 from browser.test_browser_a11y import audit
-from browser.test_browser_recovery import inbox, log_out, mailing_server, register
 
 pytestmark = pytest.mark.browser
 
@@ -39,17 +39,6 @@ ISSUER = "quart_auth_app"
 SVG_PATH = re.compile(r"""\sd=(['"])(.*?)\1""")
 PATH_STEP = re.compile(r"([Mmh])(-?[\d.]+)(?:\s(-?[\d.]+))?")
 REAUTH = 3  # seconds; short, so one test sees the password asked again without waiting long
-
-
-@pytest.fixture(scope="module")
-def mail() -> Iterator[MailServer]:
-    """The SMTP server the servers of this module deliver to."""
-    smtp = MailServer()
-    smtp.start()
-    try:
-        yield smtp
-    finally:
-        smtp.stop()
 
 
 @pytest.fixture(scope="module")

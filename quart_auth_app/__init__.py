@@ -18,6 +18,7 @@ from .cli import register_commands
 from .cli_mail import register_mail_commands
 from .config import DEFAULTS, load_secret
 from .errors import AppError, register_error_handlers
+from .logs import log_format, use_format
 from .mail.sender import Sender
 from .mail.transport import transport_from_config
 from .metrics import init_metrics, store_error
@@ -59,6 +60,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Quart:
 
     if app.logger.level == logging.NOTSET:  # Quart's handler, at INFO: operators see the
         app.logger.setLevel(logging.INFO)  # sender's notes (and, with no MAIL_URL, each link)
+    use_format(log_format(app.config), app.logger)  # LOG_FORMAT=json: a JSON object a line
     store = open_store(app.config)
     sessions = ServerSessionInterface(store)
     app.session_interface = sessions  # type: ignore[assignment]

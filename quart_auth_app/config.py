@@ -63,6 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "REAUTH_WINDOW": 900,  # seconds after a password was typed that sensitive pages open
     "THROTTLE_MAIL_PER_EMAIL": 5,  # reset and verification mails to one address per window
     "THROTTLE_MAIL_PER_ADDRESS": 30,  # such requests from one client network per window
+    "LOG_FORMAT": "text",  # or "json": one JSON object a line, Hypercorn's logs too (SPEC §13)
     "METRICS_TOKEN": None,  # /metrics for other than loopback clients: Authorization: Bearer
 }
 

@@ -20,7 +20,14 @@ once serving, answers SIGTERM by turning /readyz to 503 (`metrics.begin_draining
 the launcher passes the signal to its workers, waits `--drain-delay` seconds (default
 0: long enough for a load balancer's probe to see the 503) while they still serve,
 then starts Hypercorn's graceful shutdown (in-flight requests finish, up to
-`graceful_timeout`).
+`graceful_timeout`). While it drains, every HTTP/1 answer says `Connection: close` and the
+connection ends with it: a client (a balancer's keep-alive pool) learns in the answer itself
+that the connection is done, instead of finding it closed under a request it has just sent
+when the shutdown closes idle connections (a 502 for a POST, which no one may replay).
+The process model, for supervisors: the launcher is a master that spawns the workers
+(processes of their own, with multiprocessing's resource tracker beside them); stop or kill
+the whole process group (systemd: KillMode=control-group), never the launcher's PID alone,
+or a worker keeps the port (deploy/systemd/quart-auth@.service).
 """
 
 from __future__ import annotations
@@ -47,10 +54,11 @@ from hypercorn.__main__ import main as hypercorn_main
 from hypercorn.config import Config
 from hypercorn.logging import Logger
 from prometheus_client import multiprocess
-from quart import Quart
+from quart import Quart, Response, request
 
 from . import create_app as build_app
-from .metrics import begin_draining
+from .logs import log_format, use_format
+from .metrics import DRAINING, begin_draining
 
 # The workers load the app from here, so this module's logger setting reaches them too.
 APP = "quart_auth_app.serve:create_app()"
@@ -67,7 +75,12 @@ LINK_TOKEN = re.compile(r"^(/password/reset/|/email/verify/|/email/change/)[^/?\
 
 
 class RedactingLogger(Logger):
-    """Hypercorn's logger, with the token of a mailed link left out of the access log."""
+    """Hypercorn's logger, with the token of a mailed link left out of the access log, in
+    the format LOG_FORMAT names (`QUART_LOG_FORMAT=json`: a JSON object a line)."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        use_format(log_format(), *(x for x in (self.error_logger, self.access_logger) if x))
 
     def atoms(self, request: Any, response: Any, request_time: float) -> Any:
         atoms = dict(super().atoms(request, response, request_time))
@@ -100,6 +113,12 @@ def create_app() -> Quart:
             # Blocked by the launcher while it spawned this process: one that came meanwhile
             # is delivered now, to `drain`.
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {SIGTERM})
+
+        @app.after_request
+        async def close_when_draining(response: Response) -> Response:
+            if app.extensions.get(DRAINING) and request.http_version.startswith("1"):
+                response.headers["Connection"] = "close"  # HTTP/2 has no such header
+            return response
 
     return app
 

@@ -44,6 +44,7 @@ WRK_NON_2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
 class HAProxy:
     process: subprocess.Popen[bytes]
     port: int
+    http_port: int
     socket: Path
     log: Path
 
@@ -116,7 +117,7 @@ def haproxy(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    proxy = HAProxy(process, port, sock, log)
+    proxy = HAProxy(process, port, http_port, sock, log)
     try:
         deadline = time.monotonic() + 20
         while not sock.exists() and time.monotonic() < deadline:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import resource
@@ -81,9 +82,15 @@ class Server:
         return pids
 
     def accesses(self) -> list[Access]:
-        """The access log, parsed."""
+        """The access log, parsed (plain lines, or JSON ones with LOG_FORMAT=json)."""
         found = []
         for line in self.log_text().splitlines():
+            if line.startswith("{"):
+                entry = json.loads(line)
+                if entry["logger"] == "hypercorn.access":
+                    fields = (entry["client"], entry["method"], entry["path"], entry["status"])
+                    found.append(Access(entry["pid"], *fields))
+                continue
             match = LOG_LINE.match(line)
             access = ACCESS.match(match["message"]) if match else None
             if match and access:

@@ -17,7 +17,11 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 import time
+import tomllib
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,6 +202,39 @@ def wait_until(deadline: float) -> None:
     time.sleep(max(0.0, deadline - time.monotonic()))
 
 
+def test_haproxy_forwards_honestly_and_answers_json_for_the_api(site: Site) -> None:
+    """Through deploy/haproxy/quart-auth.cfg: a forged X-Forwarded-For reaches no node, Host
+    keeps its port, no Server header; with no node in rotation, HAProxy's own 503 is JSON
+    on /api/ and a page elsewhere."""
+    url, forged = site.proxy.url, {"X-Forwarded-For": "203.0.113.9", "Forwarded": "for=1.2.3.4"}
+    with httpx.Client(base_url=url, verify=trusting(site.ca), timeout=30) as http:
+        origin = {"Origin": url, **forged}
+        body = {"email": "haproxy@example.com", "password": PASSWORD}
+        created = http.post("/api/register", json=body, headers=origin)
+        assert created.status_code == 201, created.text  # not 403: the port reached Host
+        sessions = http.get("/api/sessions", headers=forged)
+        assert [s["ip"] for s in sessions.json()["sessions"]] == ["127.0.0.1"]
+        assert "Server" not in sessions.headers
+        assert sessions.headers["Strict-Transport-Security"] == "max-age=31536000"
+        for node in range(1, NODES + 1):
+            site.proxy.command(f"disable server quart_auth_api/node{node}")
+        try:
+            api, page = http.get("/api/me"), http.get("/login")
+        finally:
+            for node in range(1, NODES + 1):
+                site.proxy.command(f"enable server quart_auth_api/node{node}")
+        insecure = httpx.get(f"http://127.0.0.1:{site.proxy.http_port}/login?next=/account")
+    assert (insecure.status_code, insecure.headers["Location"]) == (
+        301,
+        f"https://127.0.0.1:{site.proxy.http_port}/login?next=/account",
+    )
+    assert (api.status_code, api.headers["Content-Type"]) == (503, "application/json")
+    assert api.json()["error"] == "unavailable"
+    assert page.status_code == 503 and page.headers["Content-Type"].startswith("text/html")
+    for node in range(1, NODES + 1):
+        site.proxy.wait_for(f"node{node}", "UP", within=10)
+
+
 def test_a_node_killed_with_all_its_processes(site: Site) -> None:
     victim = site.nodes[0]
     pgid = victim.process.pid
@@ -349,3 +386,57 @@ async def test_requests_wait_for_a_restarting_database_and_checks_never_do(site:
             site.cluster.start()
         await waiting.close()
         await prompt.close()
+
+
+def test_a_draining_node_closes_each_connection_with_its_answer(tmp_path: Path) -> None:
+    """On SIGTERM, through the drain delay, answers still come, each with `Connection:
+    close`, and the node closes the connection itself after it: no keep-alive client is
+    left holding an idle connection that the shutdown then closes under its next request."""
+    env = {"QUART_DATABASE": str(tmp_path / "app.sqlite3")}
+    node = start(tmp_path, env, workers=1, args=("--drain-delay", "2"))
+    try:
+        with httpx.Client(base_url=node.url, timeout=10) as http:
+            before = http.get("/readyz")
+            os.killpg(node.process.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 2
+            during = http.get("/readyz")
+            while during.status_code == 200 and time.monotonic() < deadline:
+                time.sleep(0.05)
+                during = http.get("/readyz")
+            page = http.get("/login")  # a new connection: the last one was closed
+        assert before.headers.get("Connection") is None
+        assert (during.status_code, during.json()) == (503, {"status": "draining"})
+        assert during.headers["Connection"] == "close"
+        assert (page.status_code, page.headers["Connection"]) == (200, "close")
+        assert node.process.wait(timeout=30) == 0
+    finally:
+        node.kill()
+    assert "Traceback" not in node.log_text()
+
+
+def test_the_systemd_unit_stops_every_process_and_outlasts_the_drain() -> None:
+    """deploy/systemd/quart-auth@.service: the whole control group is signalled, the node
+    comes back, and the stop timeout covers the drain delay plus Hypercorn's graceful
+    timeout; `systemd-analyze verify` accepts it where systemd is installed."""
+    unit = ROOT / "deploy" / "systemd" / "quart-auth@.service"
+    text = unit.read_text()
+    settings = dict(
+        line.split("=", 1) for line in text.replace("\\\n", " ").splitlines() if "=" in line
+    )
+    assert settings["KillMode"] == "control-group"
+    assert settings["Restart"] == "always"
+    drain = float(settings["ExecStart"].split("--drain-delay")[1].split()[0])
+    assert drain == float(DRAIN_DELAY)
+    graceful = float(tomllib.loads((ROOT / "hypercorn.toml").read_text())["graceful_timeout"])
+    assert float(settings["TimeoutStopSec"]) > drain + graceful
+    if shutil.which("systemd-analyze"):
+        # The unit as installed, but with this checkout's interpreter (the one path it
+        # names that exists nowhere here).
+        local = text.replace("/srv/quart_auth_app/.venv/bin/python", sys.executable)
+        with tempfile.TemporaryDirectory() as folder:
+            here = Path(folder) / "quart-auth@5000.service"
+            here.write_text(local)
+            verified = subprocess.run(
+                ["systemd-analyze", "verify", str(here)], capture_output=True, text=True
+            )
+        assert verified.returncode == 0, verified.stderr

@@ -9,10 +9,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from quart import Response, jsonify, render_template, request
+from quart import Response, jsonify, request
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
+from .rendering import render
 from .store import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def is_api_request() -> bool:
 async def render_page(template: str, error: AppError | None = None, **context: Any) -> Response:
     """A page in the site layout; with an error, its status, its message and per-field
     messages (the template shows them) and Retry-After. Every HTML answer comes from here."""
-    html = await render_template(template, error=error, **context)
+    html = await render(template, {**context, "error": error})
     response = Response(html, status=error.status if error else 200, mimetype="text/html")
     if error is not None and error.retry_after is not None:
         response.headers["Retry-After"] = str(error.retry_after)

@@ -40,6 +40,11 @@ HEADERS = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
 
+# What add_headers appends to a private response that sets none of these itself (nearly all).
+PRIVATE_HEADERS = [*HEADERS.items(), ("Cache-Control", "no-store"), ("Vary", "Cookie")]
+REMOVED = ("Server", "Access-Control-Allow-Origin")
+SET_HERE = frozenset(name.lower() for name, _ in PRIVATE_HEADERS) | {n.lower() for n in REMOVED}
+
 CROSS_ORIGIN = AppError(
     403,
     "cross_origin",
@@ -109,16 +114,21 @@ def init_security(app: Quart) -> None:
 
     @app.after_request
     async def add_headers(response: Response) -> Response:
-        # Not headers.setdefault: werkzeug raises and catches a KeyError for every absent name.
+        # Static files may be cached; anything else under /static/ (a 404 page, which shows
+        # who is signed in and their flashes) is as private as every other page.
+        private = request.endpoint != "static" or response.status_code >= 300
         present = {key.lower() for key, _ in response.headers.items()}
+        if private and present.isdisjoint(SET_HERE):
+            # The usual case, in one step: setting each header scans the list for it.
+            response.headers.extend(PRIVATE_HEADERS)
+            return response
+        # Not headers.setdefault: werkzeug raises and catches a KeyError for every absent name.
         for name, value in HEADERS.items():
             if name.lower() not in present:
                 response.headers[name] = value
-        # Static files may be cached; anything else under /static/ (a 404 page, which shows
-        # who is signed in and their flashes) is as private as every other page.
-        if request.endpoint != "static" or response.status_code >= 300:
+        if private:
             response.headers["Cache-Control"] = "no-store"
             response.vary.add("Cookie")
-        for name in ("Server", "Access-Control-Allow-Origin"):
+        for name in REMOVED:
             response.headers.pop(name, None)
         return response

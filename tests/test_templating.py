@@ -9,13 +9,14 @@ from html.parser import HTMLParser
 from typing import Any
 
 import pytest
-from quart import Quart
+from quart import Quart, url_for
 from quart.testing import QuartClient
 
-from quart_auth_app import create_app
+from quart_auth_app import create_app, rendering
 from quart_auth_app.agents import describe as device
 from quart_auth_app.errors import AppError, from_status
-from quart_auth_app.templating import ago, duration, when
+from quart_auth_app.rendering import awaits_nothing
+from quart_auth_app.templating import PageURLs, ago, duration, when
 
 NOW = 1_700_000_000.0
 
@@ -265,3 +266,43 @@ async def test_forms_show_the_configured_limits(app: Quart) -> None:
     assert "At least 12 characters" in register and "At least 8" not in register
     login = await (await app.test_client().get("/login")).get_data(as_text=True)
     assert "for 7 days" in login and 'maxlength="200"' in login
+
+
+async def test_pages_that_await_nothing_render_synchronously(app: Quart) -> None:
+    """Quart's environment is async (an async generator step per chunk of output); pages
+    that await nothing render with a synchronous overlay of it (SPEC §10, issue #13)."""
+    assert awaits_nothing(app.jinja_env, "protected.html")
+    assert awaits_nothing(app.jinja_env, "login.html")
+    # _passkeys.html calls the async global passkeys_of; account.html includes it.
+    assert not awaits_nothing(app.jinja_env, "_passkeys.html")
+    assert not awaits_nothing(app.jinja_env, "account.html")
+
+
+@pytest.mark.parametrize("path", ["/protected", "/", "/account", "/no-such-page"])
+async def test_a_page_is_the_same_from_either_environment(
+    auth_client: QuartClient, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    synchronous = await (await auth_client.get(path)).get_data(as_text=True)
+    monkeypatch.setattr(rendering, "_synchronous", lambda *args: False)
+    asynchronous = await (await auth_client.get(path)).get_data(as_text=True)
+    assert "Ada" in synchronous
+    assert synchronous == asynchronous
+
+
+async def test_template_urls_are_built_once_and_match_url_for(app: Quart) -> None:
+    urls = app.jinja_env.globals["url_for"]
+    assert isinstance(urls, PageURLs)
+    async with app.test_request_context("/protected"):
+        for endpoint, values in [
+            ("pages.index", {}),
+            ("static", {"filename": "style.css"}),
+            ("pages.login", {"next": "/account"}),
+        ]:
+            assert (
+                urls(endpoint, **values) == urls(endpoint, **values) == url_for(endpoint, **values)
+            )
+        external = urls("pages.index", _external=True)
+        assert external == url_for("pages.index", _external=True) == "http://localhost/"
+    assert not any("_external" in str(key) for key in urls.built)
+    async with app.test_request_context("/protected", root_path="/mounted"):
+        assert urls("pages.index") == "/mounted/"

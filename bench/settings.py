@@ -1,4 +1,4 @@
-"""How big and how long: full mode (about 10 minutes) and --quick (seconds, for the smoke test)."""
+"""How big and how long: full mode (about 7 minutes) and --quick (seconds, for the smoke test)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ class Settings:
     rounds: int  # every comparison is repeated, interleaved A B A B
     connections: tuple[int, ...]  # scenario 1
     duration: int  # seconds per /protected run
+    page_timeout: int  # scenario 1: wrk counts a request slower than this as a timeout (target)
     users: int  # prepared users (one bcrypt hash shared)
     sessions: int  # live sessions with known tokens (wrk rotates over them)
     large_sessions: int  # scenario 5: stored sessions in the large database
@@ -21,6 +22,9 @@ class Settings:
     browse_connections: int  # scenario 3: paced browsing
     browse_delay_ms: int
     browse_duration: int
+    loaded_connections: int  # scenario 7: /protected saturating the cores...
+    loaded_signin_connections: int  # ...while this many sign in (one per bcrypt thread)
+    loaded_duration: int
     bcrypt_rounds: int | None  # None: the app's default cost (12)
     wrk_timeout: int  # seconds before wrk counts a request as timed out
     storm_timeout: int  # sign-ins queue for bcrypt: a longer client timeout
@@ -30,6 +34,7 @@ FULL = Settings(
     rounds=3,
     connections=(64, 256, 1024),
     duration=6,
+    page_timeout=2,
     users=1000,
     sessions=1000,
     large_sessions=1_000_000,
@@ -41,6 +46,9 @@ FULL = Settings(
     browse_connections=16,
     browse_delay_ms=20,
     browse_duration=6,
+    loaded_connections=256,
+    loaded_signin_connections=2,
+    loaded_duration=10,
     bcrypt_rounds=None,
     wrk_timeout=10,
     storm_timeout=60,
@@ -50,6 +58,7 @@ QUICK = Settings(
     rounds=1,
     connections=(16,),
     duration=1,
+    page_timeout=2,
     users=50,
     sessions=50,
     large_sessions=2000,
@@ -61,6 +70,9 @@ QUICK = Settings(
     browse_connections=4,
     browse_delay_ms=10,
     browse_duration=1,
+    loaded_connections=16,
+    loaded_signin_connections=2,
+    loaded_duration=2,
     bcrypt_rounds=4,
     wrk_timeout=5,
     storm_timeout=10,

@@ -21,6 +21,9 @@ COUNT_UNITS = {"": 1, "k": 1e3, "M": 1e6, "G": 1e9}
 _REQUESTS = re.compile(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h),", re.M)
 _RPS = re.compile(r"^Requests/sec:\s*([\d.]+)", re.M)
 _PERCENTILE = re.compile(r"^\s*(50|75|90|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.M)
+_LATENCY = re.compile(  # Thread Stats: avg, stdev, max, +/- stdev
+    r"^\s*Latency\s+([\d.]+)(us|ms|s|m|h)\s+([\d.]+)(us|ms|s|m|h)\s+([\d.]+)(us|ms|s|m|h)", re.M
+)
 _SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", re.M)
 _NON_2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)", re.M)
 
@@ -37,6 +40,7 @@ class WrkResult:
     duration: float  # seconds, as wrk measured it
     rps: float
     latency_ms: dict[str, float] = field(default_factory=dict)  # "50", "75", "90", "99"
+    max_ms: float | None = None  # the slowest answered request (timed-out ones are not in it)
     non_2xx_3xx: int = 0
     connect_errors: int = 0
     read_errors: int = 0
@@ -92,6 +96,8 @@ def parse(text: str) -> WrkResult:
             for m in _PERCENTILE.finditer(text)
         },
     )
+    if latency := _LATENCY.search(text):
+        result.max_ms = float(latency.group(5)) * TIME_UNITS[latency.group(6)]
     if socket := _SOCKET.search(text):
         connect, read, write, timeout = (int(g) for g in socket.groups())
         result.connect_errors, result.read_errors = connect, read

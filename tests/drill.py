@@ -38,6 +38,11 @@ GLOBAL = """global
 WRK_TOTALS = re.compile(r"(\d+) requests in ([\d.]+)(\w+)")
 WRK_SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 WRK_NON_2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+# An `option httplog` line: ... backend/server Tq/Tw/Tc/Tr/Ta status bytes ... flags
+# actconn/feconn/beconn/srv_conn/retries (a "+" when redispatched) ... "request line".
+HTTPLOG = re.compile(
+    r" \S+/\S+ [-\d]+/[-\d]+/[-\d]+/[-\d]+/\+?\d+ (\d{3}) .* \d+/\d+/\d+/\d+/\+?(\d+) "
+)
 
 
 @dataclass
@@ -80,6 +85,22 @@ class HAProxy:
                 return time.monotonic() - started
             time.sleep(0.02)
         raise AssertionError(f"{server} not {state} within {within} s: {self.statuses()}")
+
+    def log_size(self) -> int:
+        return self.log.stat().st_size
+
+    def answered_since(self, offset: int) -> tuple[int, int]:
+        """From the log since `offset`: requests HAProxy retried, and 5xx it answered."""
+        with self.log.open("rb") as log:
+            log.seek(offset)
+            lines = log.read().decode(errors="replace").splitlines()
+        retried = failed = 0
+        for line in lines:
+            match = HTTPLOG.search(line)
+            if match:
+                retried += int(match[2]) > 0
+                failed += int(match[1]) >= 500
+        return retried, failed
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -170,10 +170,11 @@ async def stored(database_url: str, emails: list[str]) -> set[str]:
     return {row["email"] for row in rows}
 
 
-def check(site: Site, fault: str, load: Load, **extra: Any) -> None:
+def check(site: Site, fault: str, load: Load, log_from: int, **extra: Any) -> None:
     """Record the fault's figures, then assert the targets (each can fail)."""
     wrk, burst = load.wrk, load.burst
     acknowledged = burst.acknowledged
+    retried, answered_5xx = site.proxy.answered_since(log_from)
     figures = {
         "get_requests": wrk.requests,
         "get_seconds": round(wrk.seconds, 1),
@@ -184,6 +185,8 @@ def check(site: Site, fault: str, load: Load, **extra: Any) -> None:
         "sign_up_statuses": {str(k): v for k, v in sorted(burst.statuses.items())},
         "sign_up_errors": len(burst.errors),
         "sign_up_slowest_s": round(burst.slowest, 2),
+        "haproxy_retried": retried,
+        "haproxy_answered_5xx": answered_5xx,
         **extra,
     }
     FIGURES[fault] = figures
@@ -194,6 +197,7 @@ def check(site: Site, fault: str, load: Load, **extra: Any) -> None:
     assert burst.server_errors == 0, burst.statuses
     assert set(burst.statuses) <= {200, 201}, burst.statuses
     assert len(acknowledged) == SIGN_UPS
+    assert answered_5xx == 0
     assert on_own_loop(stored(site.database_url, acknowledged)) == set(acknowledged)
     assert on_own_loop(unsignable(site.proxy.url, site.ca, acknowledged)) == []
 
@@ -240,6 +244,7 @@ def test_a_node_killed_with_all_its_processes(site: Site) -> None:
     pgid = victim.process.pid
     # The launcher, its worker and multiprocessing's resource tracker (Hypercorn spawns).
     assert len(group_members(pgid)) >= 2
+    log_from = site.proxy.log_size()
     with Load(site.proxy.url, site.ca, site.cookie, site.emails("killed")) as load:
         began = time.monotonic()
         time.sleep(1.0)
@@ -253,11 +258,19 @@ def test_a_node_killed_with_all_its_processes(site: Site) -> None:
     assert restarted.process.poll() is None
     assert left == []
     assert port_released
-    check(site, "node_sigkill", load, out_of_rotation_s=round(out, 2), back_up_s=round(back, 2))
+    check(
+        site,
+        "node_sigkill",
+        load,
+        log_from,
+        out_of_rotation_s=round(out, 2),
+        back_up_s=round(back, 2),
+    )
 
 
 def test_a_hung_node_is_out_of_rotation_within_3_s(site: Site) -> None:
     victim = site.nodes[1]
+    log_from = site.proxy.log_size()
     with Load(site.proxy.url, site.ca, site.cookie, site.emails("hung")) as load:
         began = time.monotonic()
         time.sleep(1.0)
@@ -270,13 +283,21 @@ def test_a_hung_node_is_out_of_rotation_within_3_s(site: Site) -> None:
             raise
     os.killpg(victim.process.pid, signal.SIGCONT)
     back = site.proxy.wait_for("node2", "UP", within=15)
-    check(site, "node_sigstop", load, out_of_rotation_s=round(out, 2), back_up_s=round(back, 2))
+    check(
+        site,
+        "node_sigstop",
+        load,
+        log_from,
+        out_of_rotation_s=round(out, 2),
+        back_up_s=round(back, 2),
+    )
     assert out <= HUNG_OUT_WITHIN
 
 
 def test_a_rolling_restart_of_every_node(site: Site) -> None:
     steps = []
     emails = site.emails("rolling")
+    log_from = site.proxy.log_size()
     with Load(site.proxy.url, site.ca, site.cookie, emails, spread=15.0, max_rounds=15) as load:
         time.sleep(1.0)
         for index in range(NODES):
@@ -297,11 +318,12 @@ def test_a_rolling_restart_of_every_node(site: Site) -> None:
                     "up_wait_s": round(up, 2),
                 }
             )
-    check(site, "rolling_restart", load, steps=steps)
+    check(site, "rolling_restart", load, log_from, steps=steps)
     assert [step["exit_status"] for step in steps] == [0] * NODES
 
 
 def test_a_postgresql_restart(site: Site) -> None:
+    log_from = site.proxy.log_size()
     with Load(site.proxy.url, site.ca, site.cookie, site.emails("pg")) as load:
         began = time.monotonic()
         time.sleep(1.0)
@@ -311,7 +333,7 @@ def test_a_postgresql_restart(site: Site) -> None:
         site.cluster.start()
         outage = time.monotonic() - down
         wait_until(began + 6.0)
-    check(site, "postgresql_restart", load, outage_s=round(outage, 2))
+    check(site, "postgresql_restart", load, log_from, outage_s=round(outage, 2))
 
 
 def test_the_nginx_alternative_forwards_honestly_and_answers_json_for_the_api(

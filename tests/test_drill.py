@@ -462,3 +462,20 @@ def test_the_systemd_unit_stops_every_process_and_outlasts_the_drain() -> None:
                 ["systemd-analyze", "verify", str(here)], capture_output=True, text=True
             )
         assert verified.returncode == 0, verified.stderr
+
+
+def test_killing_the_launcher_alone_leaves_its_worker_serving(tmp_path: Path) -> None:
+    """Why a node is stopped or killed as a process group (KillMode=control-group): the
+    launcher's workers are processes of their own and outlive a SIGKILL to it."""
+    node = start(tmp_path, {"QUART_DATABASE": str(tmp_path / "app.sqlite3")}, workers=1)
+    try:
+        members = group_members(node.process.pid)
+        os.kill(node.process.pid, signal.SIGKILL)  # the launcher's PID only
+        node.process.wait(timeout=10)
+        orphan = httpx.get(f"{node.url}/healthz", timeout=10)
+        assert orphan.status_code == 200
+        assert group_members(node.process.pid) == [p for p in members if p != node.process.pid]
+    finally:
+        os.killpg(node.process.pid, signal.SIGKILL)  # the group: every process goes
+    assert port_free(node.port)
+    assert group_members(node.process.pid) == []

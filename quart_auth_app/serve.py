@@ -57,6 +57,7 @@ from prometheus_client import multiprocess
 from quart import Quart, Response, request
 
 from . import create_app as build_app
+from .accesslog import AccessAtoms
 from .logs import log_format, use_format
 from .metrics import DRAINING, begin_draining
 
@@ -83,12 +84,14 @@ class RedactingLogger(Logger):
         use_format(log_format(), *(x for x in (self.error_logger, self.access_logger) if x))
 
     def atoms(self, request: Any, response: Any, request_time: float) -> Any:
-        atoms = dict(super().atoms(request, response, request_time))
-        for key in ("r", "R", "U", "Uq"):  # "GET /path HTTP/1.1" and the bare path
-            if key in atoms:
-                parts = atoms[key].split(" ")
-                atoms[key] = " ".join(LINK_TOKEN.sub(r"\1[token]", part) for part in parts)
-        return atoms
+        # Only the atoms the format reads (Hypercorn's copy of them all, os.environ
+        # included, was a tenth of a page request's cost: docs/PERFORMANCE.md).
+        return AccessAtoms(request, response, request_time, redact=without_link_tokens)
+
+
+def without_link_tokens(value: str) -> str:
+    """ "GET /path HTTP/1.1" or a bare path, with a mailed link's token as `[token]`."""
+    return " ".join(LINK_TOKEN.sub(r"\1[token]", part) for part in value.split(" "))
 
 
 # Each worker is a fresh process that builds its logger from the configuration after it

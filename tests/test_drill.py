@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import tomllib
+from collections import Counter
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,7 @@ NODES = 3
 DRAIN_DELAY = "2"  # seconds: HAProxy's inter + fastinter + 2 x timeout check, rounded up
 HUNG_OUT_WITHIN = 3.0
 SIGN_UPS = 30
+SIGN_OUTS = 1000
 PG_DOWN = 2.0  # seconds PostgreSQL stays stopped; the nodes wait up to QUART_DATABASE_WAIT (5)
 FIGURES: dict[str, dict[str, Any]] = {}
 
@@ -336,12 +338,36 @@ def test_a_postgresql_restart(site: Site) -> None:
     check(site, "postgresql_restart", load, log_from, outage_s=round(outage, 2))
 
 
+async def sign_outs_while_stopping(url: str, site: Site, node: Server) -> Counter[int]:
+    """SIGN_OUTS sign-outs through nginx over 4 s, 16 at a time; `node` gets SIGTERM 0.5 s
+    in (it drains 2 s, then closes: nginx has no check to notice it sooner)."""
+    statuses: Counter[int] = Counter()
+    gate = asyncio.Semaphore(16)
+
+    async def one(http: httpx.AsyncClient, index: int) -> None:
+        await asyncio.sleep(4.0 * index / SIGN_OUTS)
+        async with gate:
+            response = await http.post("/api/logout", json={}, headers={"Origin": url})
+            statuses[response.status_code] += 1
+
+    async def stop() -> None:
+        await asyncio.sleep(0.5)
+        os.killpg(node.process.pid, signal.SIGTERM)
+
+    async with httpx.AsyncClient(base_url=url, verify=trusting(site.ca), timeout=30) as http:
+        async with asyncio.timeout(60):
+            await asyncio.gather(stop(), *(one(http, i) for i in range(SIGN_OUTS)))
+    assert await asyncio.to_thread(node.process.wait, 30) == 0
+    return statuses
+
+
 def test_the_nginx_alternative_forwards_honestly_and_answers_json_for_the_api(
     site: Site,
 ) -> None:
     """deploy/nginx/quart-auth.conf on nginx 1.22: it loads (`nginx -t`), Host keeps its port
     (no 403 cross-origin on a non-443 port), a forged X-Forwarded-For reaches no node,
-    no version header, and nginx's own errors on /api/ are JSON."""
+    no version header, a node stopped (SIGTERM) under sign-outs costs none of them a 502
+    (nginx may replay a sign-out), and nginx's own errors on /api/ are JSON."""
     if shutil.which("nginx") is None:
         pytest.skip("the nginx test needs nginx (scripts/setup --test installs it)")
     nodes = [f"127.0.0.1:{node.port}" for node in site.nodes]
@@ -365,6 +391,10 @@ def test_the_nginx_alternative_forwards_honestly_and_answers_json_for_the_api(
         redirect = httpx.get(f"http://127.0.0.1:{http_port}/login", timeout=10)
         assert redirect.status_code == 301
         assert redirect.headers["Location"] == "https://127.0.0.1/login"
+        sign_outs = on_own_loop(sign_outs_while_stopping(url, site, site.nodes[2]))
+    FIGURES["nginx_sigterm_sign_outs"] = {str(k): v for k, v in sorted(sign_outs.items())}
+    print(f"\nnginx, a node SIGTERMed under POST /api/logout: {sign_outs}")
+    assert sign_outs == Counter({204: SIGN_OUTS})
     dead = [f"127.0.0.1:{free_port()}" for _ in nodes]  # nothing listens there
     port = free_port()
     rendered = render_nginx_site(dead, port, free_port(), site.ca, key)

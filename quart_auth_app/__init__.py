@@ -25,6 +25,7 @@ from .metrics import init_metrics, store_error
 from .openapi import OpenAPI
 from .passwords import Hasher
 from .purge import purge_expired
+from .requestpath import trim
 from .security import init_security
 from .services import Services, install, services
 from .sessions import ServerSessionInterface
@@ -83,6 +84,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Quart:
     init_metrics(app)
     init_security(app)
     init_templating(app)
+    trim(app)
     register_commands(app)
     register_mail_commands(app)
     _init_lifecycle(app)

@@ -99,17 +99,14 @@ def init_security(app: Quart) -> None:
     app.json = BoundedJSONProvider(app)
 
     @app.before_request
-    async def refuse_cross_origin() -> None:
-        if is_cross_origin(
+    async def refuse_cross_origin_and_crowded_forms() -> None:  # one hook: one call a request
+        if request.method not in SAFE_METHODS and is_cross_origin(
             request.method,
             request.headers.get("Sec-Fetch-Site"),
             request.headers.get("Origin"),
             request.headers.get("Host", ""),
         ):
             raise CROSS_ORIGIN
-
-    @app.before_request
-    async def refuse_crowded_forms() -> None:
         await refuse_crowded_form(int(app.config["MAX_FORM_PARTS"]))
 
     @app.after_request

@@ -59,7 +59,7 @@ class PageURLs:
     A page builds the same handful of URLs (the nav, the stylesheet, the script) on every
     render, and Werkzeug's URL building was a tenth of a signed-in page's CPU. The routes
     do not change once the app serves, so a relative URL depends only on the endpoint, its
-    values and where the app is mounted (the host is kept in the key too). Anything else
+    values and where the app is mounted (and the host, if routes match hosts). Anything else
     (external URLs, anchors, `url_defaults` functions, outside a request) goes to Quart.
     """
 
@@ -68,22 +68,23 @@ class PageURLs:
         self.built: dict[tuple[Any, ...], str] = {}
 
     def __call__(self, endpoint: str, **values: Any) -> str:
-        if not request_ctx or self.app.url_default_functions:
-            return self.app.url_for(endpoint, **values)
+        app = self.app
+        if not request_ctx or app.url_default_functions:
+            return app.url_for(endpoint, **values)
         request = request_ctx.request
         try:
             key = (
-                request.host,
+                request.host if app.url_map.host_matching else None,
                 request.root_path,
-                request.blueprint if endpoint.startswith(".") else None,
+                request.blueprint if endpoint[:1] == "." else None,
                 endpoint,
-                *sorted(values.items()),
+                *(sorted(values.items()) if values else ()),
             )
             url = self.built.get(key)
         except TypeError:  # a value that is not hashable
-            return self.app.url_for(endpoint, **values)
+            return app.url_for(endpoint, **values)
         if url is None:
-            url = self.app.url_for(endpoint, **values)
+            url = app.url_for(endpoint, **values)
             if any(name.startswith("_") for name in values):  # _external, _anchor, ...
                 return url
             if len(self.built) >= URLS_KEPT:

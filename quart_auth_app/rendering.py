@@ -16,7 +16,7 @@ import inspect
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import Environment, meta, nodes
+from jinja2 import Environment, Template, meta, nodes
 from quart import render_template
 from quart.globals import app_ctx
 from quart.signals import before_render_template, template_rendered
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 PAGES = "auth_page_environment"  # app.extensions key
 SYNCHRONOUS = "auth_pages_awaiting_nothing"  # app.extensions key: template name -> bool
+TEMPLATES = "auth_page_templates"  # app.extensions key: template name -> compiled template
 CACHE_SIZE = 400  # compiled templates kept (Jinja's default)
 
 
@@ -78,7 +79,20 @@ def _synchronous(app: Quart, name: str, context: dict[str, Any]) -> bool:
     verdict = known.get(name)
     if verdict is None:
         verdict = known[name] = awaits_nothing(app.jinja_env, name)
-    return verdict and not any(_is_async(value) for value in context.values())
+    return verdict and not any(callable(v) and _is_async(v) for v in context.values())
+
+
+def _template(app: Quart, name: str) -> Template:
+    """The compiled page template; Jinja's own lookup (a locked LRU cache, keyed by a weak
+    reference to the loader) is asked again only when templates reload (debug)."""
+    env = page_environment(app)
+    if env.auto_reload:
+        return env.get_template(name)
+    loaded: dict[str, Template] = app.extensions.setdefault(TEMPLATES, {})
+    template = loaded.get(name)
+    if template is None:
+        template = loaded[name] = env.get_template(name)
+    return template
 
 
 async def render(template_name: str, context: dict[str, Any]) -> str:
@@ -88,7 +102,7 @@ async def render(template_name: str, context: dict[str, Any]) -> str:
     if not _synchronous(app, template_name, context):
         return await render_template(template_name, **context)
     await app.update_template_context(context)
-    template = page_environment(app).get_template(template_name)
+    template = _template(app, template_name)
     if before_render_template.receivers:
         await before_render_template.send_async(
             app,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup, escape
-from quart import current_app
+from quart import current_app, has_request_context
 from quart.globals import request_ctx
 
 from .agents import label
@@ -59,8 +60,9 @@ class PageURLs:
     A page builds the same handful of URLs (the nav, the stylesheet, the script) on every
     render, and Werkzeug's URL building was a tenth of a signed-in page's CPU. The routes
     do not change once the app serves, so a relative URL depends only on the endpoint, its
-    values and where the app is mounted (and the host, if routes match hosts). Anything else
-    (external URLs, anchors, `url_defaults` functions, outside a request) goes to Quart.
+    values and where the app is mounted. Anything else (a blueprint-relative endpoint,
+    external URLs, anchors, `url_defaults` functions, routes matched by host, outside a
+    request) goes to Quart every time.
     """
 
     def __init__(self, app: Quart) -> None:
@@ -68,29 +70,60 @@ class PageURLs:
         self.built: dict[tuple[Any, ...], str] = {}
 
     def __call__(self, endpoint: str, **values: Any) -> str:
-        app = self.app
-        if not request_ctx or app.url_default_functions:
-            return app.url_for(endpoint, **values)
-        request = request_ctx.request
+        if not has_request_context():
+            return self.app.url_for(endpoint, **values)
+        root = request_ctx.request.root_path
         try:
-            key = (
-                request.host if app.url_map.host_matching else None,
-                request.root_path,
-                request.blueprint if endpoint[:1] == "." else None,
-                endpoint,
-                *(sorted(values.items()) if values else ()),
-            )
-            url = self.built.get(key)
+            url = self.built.get((root, endpoint, *values.items()))
         except TypeError:  # a value that is not hashable
-            return app.url_for(endpoint, **values)
+            return self.app.url_for(endpoint, **values)
         if url is None:
-            url = app.url_for(endpoint, **values)
-            if any(name.startswith("_") for name in values):  # _external, _anchor, ...
-                return url
-            if len(self.built) >= URLS_KEPT:
-                self.built.clear()
-            self.built[key] = url
+            url = self.app.url_for(endpoint, **values)
+            if self._reusable(endpoint, values):
+                if len(self.built) >= URLS_KEPT:
+                    self.built.clear()
+                self.built[(root, endpoint, *values.items())] = url
         return url
+
+    def _reusable(self, endpoint: str, values: dict[str, Any]) -> bool:
+        """Whether the URL depends on nothing but the key: not relative to the request's
+        blueprint, not external or anchored, no url_defaults, routes not matched by host."""
+        return not (endpoint.startswith(".") or any(n.startswith("_") for n in values)) and (
+            self.reusable
+        )
+
+    @property
+    def reusable(self) -> bool:
+        """Whether URLs built here depend only on endpoint, values and root path."""
+        return not (self.app.url_default_functions or self.app.url_map.host_matching)
+
+
+@dataclass(frozen=True)
+class SiteURLs:
+    """The layout's links (base.html), read as attributes: a call from a template costs
+    microseconds in Jinja's machinery alone, and the layout made seven on every page."""
+
+    home: str
+    style: str
+    script: str
+    protected: str
+    account: str
+    logout: str
+    login: str
+    register: str
+
+    @classmethod
+    def build(cls, urls: PageURLs) -> SiteURLs:
+        return cls(
+            home=urls("pages.index"),
+            style=urls("static", filename="style.css"),
+            script=urls("static", filename="app.js"),
+            protected=urls("pages.protected"),
+            account=urls("account.account"),
+            logout=urls("pages.logout_post"),
+            login=urls("pages.login"),
+            register=urls("pages.register_form"),
+        )
 
 
 def init_templating(app: Quart) -> None:
@@ -99,11 +132,20 @@ def init_templating(app: Quart) -> None:
     app.jinja_env.globals["limits"] = Limits()
     app.jinja_env.filters["when"] = when
     app.jinja_env.filters["duration"] = duration
-    app.jinja_env.globals["url_for"] = PageURLs(app)
+    urls = app.jinja_env.globals["url_for"] = PageURLs(app)
+    sites: dict[str, SiteURLs] = {}  # by root path
 
     @app.context_processor
     async def inject_user() -> dict[str, Any]:
-        return {"current_user": current_user()}
+        root = request_ctx.request.root_path if has_request_context() else None
+        site = sites.get(root) if root is not None else None
+        if site is None:
+            site = SiteURLs.build(urls)
+            if root is not None and urls.reusable:
+                if len(sites) >= URLS_KEPT:
+                    sites.clear()
+                sites[root] = site
+        return {"current_user": current_user(), "site": site}
 
     # Each blueprint inherits Flask's synchronous default context processor, and Quart runs
     # a synchronous processor in its thread pool: a thread hop on every render (seen in the

@@ -306,3 +306,21 @@ async def test_template_urls_are_built_once_and_match_url_for(app: Quart) -> Non
     assert not any("_external" in str(key) for key in urls.built)
     async with app.test_request_context("/protected", root_path="/mounted"):
         assert urls("pages.index") == "/mounted/"
+
+
+async def test_the_layout_links_are_url_for_and_follow_the_root_path(
+    app: Quart, auth_client: QuartClient
+) -> None:
+    body = await (await auth_client.get("/protected")).get_data(as_text=True)
+    async with app.test_request_context("/protected"):
+        for endpoint, values in [
+            ("pages.index", {}),
+            ("static", {"filename": "style.css"}),
+            ("static", {"filename": "app.js"}),
+            ("pages.protected", {}),
+            ("account.account", {}),
+            ("pages.logout_post", {}),
+        ]:
+            assert f'="{url_for(endpoint, **values)}"' in body, endpoint
+    mounted = await auth_client.get("/protected", root_path="/mounted")
+    assert 'href="/mounted/static/style.css"' in await mounted.get_data(as_text=True)

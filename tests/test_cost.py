@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import itertools
 import json
 import os
@@ -20,19 +21,26 @@ import statistics
 import time
 import unicodedata
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import cbor2
 import pytest
+from conftest import PASSWORD
 from hypothesis import HealthCheck, event, given, settings, target
 from hypothesis import strategies as st
 from quart import Quart
 from servers import client as server_client
 from servers import running
+from test_passkeys import Authenticator, b64
 from zxcvbn import zxcvbn
 
 from quart_auth_app import passwords
+from quart_auth_app.passkey_ceremony import user_handle
+from quart_auth_app.store import NewEvent, Outgoing, Passkey, Store
+from quart_auth_app.testing import create_user
 
 BUDGET_MS = 20.0  # SPEC §7: CPU per request before the throttle admits it
 STRENGTH_BUDGET_MS = 20.0  # zxcvbn's own share, after admission (SPEC §7: 50 ms in all)
@@ -46,6 +54,8 @@ SEARCH = settings(
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+# Routes that read nothing but headers and a path segment: a fifth of the search each.
+LIGHT = settings(SEARCH, max_examples=max(1, SEARCH.max_examples // 5))
 
 # --- strategies: hostile text, built cheaply at any size ------------------------------------
 
@@ -131,6 +141,225 @@ def query_strings(draw: st.DrawFn) -> str:
     return ""
 
 
+# --- passkeys: credentials shaped like PublicKeyCredential.toJSON(), hostile inside ----------
+
+ORIGIN, RP_ID = "http://localhost:5000", "localhost"  # PUBLIC_URL's default
+UP, UV, AT, ED = 0x01, 0x04, 0x40, 0x80  # authenticatorData's flags
+CBOR_LIMIT = 40_000  # raw bytes: their base64url (4/3) still fits in a body
+P61 = (1 << 61) - 1  # Python hashes an int modulo this: its multiples all collide
+
+
+def _cbor_head(major: int, argument: int) -> bytes:
+    """A CBOR item's initial byte(s): major type and its argument (a length, a tag)."""
+    if argument < 24:
+        return bytes([major << 5 | argument])
+    size = next(s for s in (1, 2, 4, 8) if argument < 1 << (8 * s))
+    return bytes([major << 5 | {1: 24, 2: 25, 4: 26, 8: 27}[size]]) + argument.to_bytes(size, "big")
+
+
+def _shared(depth: int) -> bytes:
+    """Value sharing (tags 28/29) as a "billion laughs": each level is a list holding the
+    previous one twice; decoding is linear, re-encoding it without sharing doubles per level."""
+    items = [b"\xd8\x1c\x00"] + [
+        b"\xd8\x1c\x82" + 2 * (b"\xd8\x1d" + cbor2.dumps(i)) for i in range(depth - 1)
+    ]
+    return _cbor_head(4, depth) + b"".join(items)
+
+
+def _colliding(count: int, step: int) -> bytes:
+    """A map whose integer keys all hash alike (multiples of 2**61 - 1, or of `step`)."""
+    keys = b"".join(cbor2.dumps(i * step) + b"\x00" for i in range(count))
+    return _cbor_head(5, count) + keys
+
+
+def _tagged(tag: int, content: bytes) -> bytes:
+    return _cbor_head(6, tag) + content
+
+
+_numbers = st.integers(1, CBOR_LIMIT // 2)
+hostile_cbor = st.one_of(
+    st.builds(_shared, st.integers(1, 64)),
+    st.builds(lambda n, b: b * n + b"\x00", _numbers, st.sampled_from([b"\x81", b"\xa1\x00"])),
+    st.builds(_colliding, st.integers(0, CBOR_LIMIT // 11), st.sampled_from([P61, 1, -P61])),
+    st.builds(  # bignums and what is built on them: decimal fractions, bigfloats, rationals
+        lambda tag, size, exponent: _tagged(
+            tag, b"\x82" + cbor2.dumps(exponent) + cbor2.dumps(1 << (8 * size))
+        ),
+        st.sampled_from([4, 5, 30]),
+        st.integers(0, CBOR_LIMIT // 2),
+        st.sampled_from([1, -1, 10**6, -(10**6), 10**18, -(10**18)]),
+    ),
+    st.builds(lambda n: _tagged(2, cbor2.dumps(b"\xff" * n)), _numbers),
+    st.builds(  # text for semantic tags: a regular expression, MIME, a date, a URI
+        lambda tag, text: _tagged(tag, cbor2.dumps(text)),
+        st.sampled_from([35, 36, 0, 32, 33, 37]),
+        big_text(CBOR_LIMIT // 3),
+    ),
+    st.builds(lambda n: b"\x5f" + b"\x41a" * n + b"\xff", _numbers),  # indefinite length
+    st.builds(lambda n: b"\x9f" * n + b"\xff" * n, st.integers(1, CBOR_LIMIT // 2)),
+    st.binary(max_size=64),
+)
+
+
+def _json_hostile(text: str) -> str:
+    return json.dumps(text, ensure_ascii=True)
+
+
+hostile_json = st.one_of(
+    st.builds(lambda n: "[" * n + "]" * n, st.integers(1, CBOR_LIMIT // 2)),
+    st.builds(lambda n: "9" * n, st.integers(1, CBOR_LIMIT)),
+    st.builds(lambda n: '{"a":' * n + "0" + "}" * n, st.integers(1, CBOR_LIMIT // 6)),
+    st.builds(lambda n: "{" + ",".join(f'"k{i}":0' for i in range(n)) + "}", st.integers(0, 4000)),
+    big_text(CBOR_LIMIT // 7).map(_json_hostile),  # escapes: up to six characters each
+)
+
+
+@dataclass
+class Ceremony:
+    """What a passkey answer needs: the server's options and an authenticator."""
+
+    options: dict[str, Any]
+    authenticator: Authenticator
+
+    @property
+    def kind(self) -> str:
+        return "webauthn.get" if "rpId" in self.options else "webauthn.create"
+
+    def answer(self) -> dict[str, Any]:
+        if self.kind == "webauthn.get":
+            return self.authenticator.get(self.options, origin=ORIGIN)
+        return self.authenticator.create(self.options, origin=ORIGIN)
+
+
+@st.composite
+def client_data(draw: st.DrawFn, ceremony: Ceremony) -> bytes:
+    """Client data naming the real challenge, with a hostile member; or hostile JSON."""
+    if draw(st.integers(0, 3)) == 0:
+        return draw(hostile_json).encode()
+    members = {
+        "type": ceremony.kind,
+        "challenge": ceremony.options["challenge"],
+        "origin": ORIGIN,
+        "crossOrigin": False,
+    }
+    hostile = draw(st.sampled_from(["type", "challenge", "origin", "tokenBinding", "x"]))
+    document = json.dumps({**members, hostile: None})
+    return document.replace("null", draw(hostile_json), 1).encode()
+
+
+def _auth_data(flags: int, tail: bytes) -> bytes:
+    return hashlib.sha256(RP_ID.encode()).digest() + bytes([flags]) + bytes(4) + tail
+
+
+@st.composite
+def authenticator_data(draw: st.DrawFn, authenticator: Authenticator) -> bytes:
+    """authenticatorData with hostile CBOR where extensions or a credential key go."""
+    cbor: bytes = draw(hostile_cbor)
+    where = draw(st.sampled_from(["extensions", "key", "key and extensions", "raw"]))
+    attested = bytes(16) + len(authenticator.credential_id).to_bytes(2, "big")
+    attested += authenticator.credential_id
+    if where == "extensions":
+        return _auth_data(UP | UV | ED, cbor)
+    if where == "key":
+        return _auth_data(UP | UV | AT, attested + cbor)
+    if where == "key and extensions":
+        return _auth_data(UP | UV | AT | ED, attested + authenticator.cose_key() + cbor)
+    return cbor
+
+
+@st.composite
+def attestation_objects(draw: st.DrawFn, authenticator: Authenticator) -> bytes:
+    """attestationObject: format "none" around hostile authData, or hostile CBOR in it."""
+    where = draw(st.sampled_from(["authData", "attStmt", "fmt", "raw"]))
+    raw: bytes = draw(hostile_cbor)
+    if where == "raw":
+        return raw
+    members = {
+        "fmt": cbor2.dumps("none"),
+        "attStmt": cbor2.dumps({}),
+        "authData": cbor2.dumps(draw(authenticator_data(authenticator))),
+    }
+    if where != "authData":
+        members[where] = raw
+    return _cbor_head(5, 3) + b"".join(cbor2.dumps(k) + v for k, v in members.items())
+
+
+@st.composite
+def credentials(draw: st.DrawFn, ceremony: Ceremony | None) -> Any:
+    """A credential as toJSON() gives it, valid or with one hostile member; or anything."""
+    shape = draw(st.sampled_from(["valid", "hostile member", "hostile member", "anything"]))
+    if ceremony is None or shape == "anything":
+        return draw(
+            st.one_of(
+                big_text(BODY_LIMIT // 3),
+                st.integers(),
+                st.none(),
+                st.lists(st.integers(), max_size=3),
+                st.dictionaries(st.sampled_from(["id", "rawId", "type", "response"]), st.text()),
+            )
+        )
+    credential = ceremony.answer()
+    if shape == "valid":
+        return credential
+    response = dict(credential["response"])
+    credential["response"] = response
+    # the CBOR-bearing members most: they reach the most code
+    cbor = [m for m in ("authenticatorData", "attestationObject") if m in response]
+    member = draw(st.sampled_from([*response, *cbor, *cbor, "id", "type"]))
+    authenticator = ceremony.authenticator
+    if member == "clientDataJSON":
+        response[member] = b64(draw(client_data(ceremony)))
+    elif member == "authenticatorData":
+        response[member] = b64(draw(authenticator_data(authenticator)))
+    elif member == "attestationObject":
+        response[member] = b64(draw(attestation_objects(authenticator)))
+    elif member in ("signature", "userHandle"):
+        response[member] = b64(draw(st.one_of(hostile_cbor, st.binary(max_size=200))))
+    elif member == "id":
+        other = st.binary(min_size=1, max_size=1023).map(b64)
+        credential["id"] = credential["rawId"] = draw(st.one_of(other, big_text(CBOR_LIMIT)))
+    else:
+        response[member] = draw(big_text(CBOR_LIMIT))
+    return credential
+
+
+async def login_ceremony(app: Quart, authenticator: Authenticator) -> Ceremony:
+    """Fresh sign-in options, as the login page asks for them."""
+    response = await app.test_client().post("/api/passkeys/login/options")
+    assert response.status_code == 200
+    return Ceremony(await response.get_json(), authenticator)
+
+
+def store_of(app: Quart) -> Store:
+    store: Store = app.extensions["auth_store"]
+    return store
+
+
+async def add_passkey(app: Quart, user_id: int, authenticator: Authenticator) -> None:
+    """Store `authenticator`'s credential as the user's passkey, as a registration would."""
+    passkey = Passkey(
+        id=authenticator.id,
+        user_id=user_id,
+        name="Laptop",
+        public_key=authenticator.cose_key(),
+        sign_count=authenticator.counter,
+        transports=["internal"],
+        created_at=time.time(),
+    )
+    event = NewEvent("passkey added", "203.0.113.7", "", "")
+    notice = Outgoing("passkey_added", "owner@example.com", {"passkey_name": passkey.name})
+    assert await store_of(app).insert_passkey(passkey, None, event, notice, time.time())
+
+
+@pytest.fixture
+async def passkey_owner(warm_app: Quart) -> Authenticator:
+    """A user with a passkey: sign-in answers reach the signature check (and the CBOR)."""
+    user = await create_user(warm_app, "pia@example.com", "Pia", PASSWORD)
+    authenticator = Authenticator(user_handle=b64(user_handle(user)))
+    await add_passkey(warm_app, user.id, authenticator)
+    return authenticator
+
+
 FIELDS = {
     "/login": ["email", "password", "next", "remember"],
     "/register": ["email", "password", "name"],
@@ -147,6 +376,8 @@ FIELDS = {
     "/email/change": ["token"],
     "/login/verify": ["code", "next"],
     "/api/login/second-factor": ["code"],
+    "/api/passkeys/login/options": [],
+    "/api/passkeys/login": ["credential", "remember"],
 }
 
 
@@ -158,9 +389,14 @@ def _multipart(fields: list[tuple[str, str]]) -> bytes:
     return ("".join(parts) + "--B--\r\n").encode("utf-8", "surrogatepass")
 
 
-def values(field: str, plausible: bool, limit: int) -> st.SearchStrategy[str]:
+def values(
+    field: str, plausible: bool, limit: int, ceremony: Ceremony | None = None
+) -> st.SearchStrategy[Any]:
     """Any text for the field or, when `plausible`, often text that passes its validation
-    (a plausible password is still hostile: any text of an accepted length)."""
+    (a plausible password is still hostile: any text of an accepted length); a passkey
+    answer for `credential`."""
+    if field == "credential":
+        return credentials(ceremony if plausible else None)
     strategies: dict[str, st.SearchStrategy[str]] = {
         "email": st.builds(lambda n: f"user{n}@example.com", st.integers(0)),
         "password": st.builds(_run, chunks, st.integers(8, 1024), st.just(1024)),
@@ -174,14 +410,14 @@ def values(field: str, plausible: bool, limit: int) -> st.SearchStrategy[str]:
 
 
 @st.composite
-def bodies(draw: st.DrawFn, route: str) -> tuple[bytes, str]:
+def bodies(draw: st.DrawFn, route: str, ceremony: Ceremony | None = None) -> tuple[bytes, str]:
     """The route's fields, one of them possibly huge (several would only make a 413), the
     others up to a few hundred characters, plus possibly thousands of stray fields."""
     names = FIELDS[route]
     focus = draw(st.sampled_from(names)) if names else ""
     plausible = draw(st.booleans())  # every field present, most of them valid: the deep path
     fields = [
-        (name, draw(values(name, plausible, BODY_LIMIT // 3 if name == focus else 256)))
+        (name, draw(values(name, plausible, BODY_LIMIT // 3 if name == focus else 256, ceremony)))
         for name in names
         if plausible or draw(st.booleans())
     ]
@@ -205,18 +441,50 @@ ROUTES = [("POST", route) for route in sorted(FIELDS)] + [
     ("GET", route)
     for route in ["/", "/login", "/register", "/protected", "/password/forgot", "/password/reset"]
 ]
+# GETs whose input is the head and at most a path segment ("{...}"): a lighter search.
+LIGHT_ROUTES = [
+    ("GET", route)
+    for route in [
+        "/password/reset/{token}",
+        "/email/verify/{token}",
+        "/email/change/{token}",
+        "/login/verify",
+        "/email/unverified",
+        "/openapi.json",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/static/{filename}",
+    ]
+]
 
 
 @st.composite
-def requests(draw: st.DrawFn, method: str, route: str) -> dict[str, Any]:
+def segments(draw: st.DrawFn, route: str) -> str:
+    """The route with its "{...}" segment filled in: plausible, or hostile text (quoted)."""
+    if "{" not in route:
+        return route
+    plausible = {
+        "{token}": st.text("ABCabc0123-_", min_size=43, max_size=43),
+        "{filename}": st.sampled_from(["passkeys.js", "style.css", "app.js", "../config.py"]),
+    }
+    name = route[route.index("{") : route.index("}") + 1]
+    hostile = big_text(HEAD_LIMIT // 4).map(lambda s: quote(_head(s), safe=""))
+    return route.replace(name, draw(st.one_of(plausible[name], hostile)))
+
+
+@st.composite
+def requests(
+    draw: st.DrawFn, method: str, route: str, ceremony: Ceremony | None = None
+) -> dict[str, Any]:
     """Any request a visitor without a session can send to the route, as bytes ready to go."""
-    body, content_type = draw(bodies(route)) if method == "POST" else (b"", "")
+    body, content_type = draw(bodies(route, ceremony)) if method == "POST" else (b"", "")
     headers = draw(heads())
     if content_type:
         headers["Content-Type"] = content_type
     return {
         "method": method,
-        "path": route + draw(query_strings()),
+        "path": draw(segments(route)) + draw(query_strings()),
         "body": body,
         "headers": headers,
         "throttled": draw(st.booleans()),
@@ -358,19 +626,49 @@ def check(request: dict[str, Any], status: int, own_ms: float, strength_ms: floa
 # --- the search -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method, route", ROUTES, ids=[f"{m} {r}" for m, r in ROUTES])
-@SEARCH
-@given(data=st.data())
-async def test_no_request_costs_more_than_the_budget(
-    warm_app: Quart, monkeypatch: pytest.MonkeyPatch, method: str, route: str, data: st.DataObject
+async def search_once(
+    app: Quart,
+    clock: StrengthClock,
+    method: str,
+    route: str,
+    data: st.DataObject,
+    ceremony: Ceremony | None = None,
 ) -> None:
-    """A search per route, steered by target() towards the costliest requests."""
-    request = data.draw(requests(method, route))
-    status, own_ms, strength_ms = await measure(warm_app, request, StrengthClock(monkeypatch))
+    """One request of the search: drawn, measured, steered towards the costliest."""
+    request = data.draw(requests(method, route, ceremony))
+    status, own_ms, strength_ms = await measure(app, request, clock)
     event(f"{status}")
     target(own_ms, label="CPU ms besides zxcvbn")
     target(strength_ms, label="zxcvbn CPU ms")
     check(request, status, own_ms, strength_ms)
+
+
+@pytest.mark.parametrize("method, route", ROUTES, ids=[f"{m} {r}" for m, r in ROUTES])
+@SEARCH
+@given(data=st.data())
+async def test_no_request_costs_more_than_the_budget(
+    warm_app: Quart,
+    passkey_owner: Authenticator,
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    route: str,
+    data: st.DataObject,
+) -> None:
+    """A search per route, steered by target() towards the costliest requests."""
+    ceremony = None
+    if "credential" in FIELDS.get(route, []):  # answers to fresh options, from a real passkey
+        ceremony = await login_ceremony(warm_app, passkey_owner)
+    await search_once(warm_app, StrengthClock(monkeypatch), method, route, data, ceremony)
+
+
+@pytest.mark.parametrize("method, route", LIGHT_ROUTES, ids=[f"{m} {r}" for m, r in LIGHT_ROUTES])
+@LIGHT
+@given(data=st.data())
+async def test_no_light_request_costs_more_than_the_budget(
+    warm_app: Quart, monkeypatch: pytest.MonkeyPatch, method: str, route: str, data: st.DataObject
+) -> None:
+    """The same search, shorter, for routes that read only the head and the path."""
+    await search_once(warm_app, StrengthClock(monkeypatch), method, route, data)
 
 
 # --- the inputs an earlier review found, kept as regressions --------------------------------
@@ -420,6 +718,39 @@ async def test_known_expensive_inputs_are_cheap(
     )
     assert 400 <= status < 500 or status in (201, 303)
     check(request, status, own_ms, strength_ms)
+
+
+# authenticatorData of a sign-in with a registered passkey, the CBOR where extensions go
+PASSKEY_REGRESSIONS = {
+    # tags 28/29: 22 levels of a list holding the previous one twice re-encode to 4 Mi items
+    "shared values": _auth_data(UP | UV | ED, _shared(22)),
+    "colliding map keys": _auth_data(UP | UV | ED, _colliding(1400, P61)),
+    "bigfloat": _auth_data(UP | UV | ED, _tagged(5, b"\x82\x01" + cbor2.dumps(1 << 120_000))),
+    "credential key shared": _auth_data(UP | UV | AT, bytes(18) + _shared(22)),
+}
+
+
+@pytest.mark.parametrize("auth_data", PASSKEY_REGRESSIONS.values(), ids=PASSKEY_REGRESSIONS)
+async def test_known_expensive_passkey_answers_are_cheap(
+    warm_app: Quart, passkey_owner: Authenticator, monkeypatch: pytest.MonkeyPatch, auth_data: bytes
+) -> None:
+    credential = (await login_ceremony(warm_app, passkey_owner)).answer()
+    credential["response"]["authenticatorData"] = b64(auth_data)
+    body = json.dumps({"credential": credential}).encode()
+    assert len(body) <= BODY_LIMIT
+    request = {"method": "POST", "path": "/api/passkeys/login", "body": body, "headers": {}}
+    status, own_ms, strength_ms = await measure(
+        warm_app, {**request, "throttled": False}, StrengthClock(monkeypatch)
+    )
+    assert status == 400
+    check(request, status, own_ms, strength_ms)
+
+
+@pytest.mark.parametrize("name", ["a" * 300, "é" * 200])
+async def test_overlong_static_names_are_a_404(warm_app: Quart, name: str) -> None:
+    """Found by the search: ENAMETOOLONG from the file system was a 500."""
+    response = await warm_app.test_client().get(f"/static/{name}")
+    assert response.status_code == 404
 
 
 async def test_twenty_thousand_empty_fields_are_refused_cheaply(

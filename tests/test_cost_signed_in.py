@@ -27,34 +27,47 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import cbor2
 import pytest
 from conftest import PASSWORD
 from hypothesis import HealthCheck, event, given, settings, target
 from hypothesis import strategies as st
 from quart import Quart
 from test_cost import (
+    AT,
     BODY_LIMIT,
     HEAD_LIMIT,
+    P61,
     STRENGTH_BUDGET_MS,
+    UP,
+    UV,
+    Ceremony,
+    _auth_data,
+    _colliding,
     _head,
     _multipart,
     _run,
+    _shared,
+    add_passkey,
     big_text,
     chunks,
     cpu_ms,
+    credentials,
     heads,
     query_strings,
     set_throttle,
     warmed,
 )
+from test_passkeys import Authenticator, b64
 from ua_parser import user_agent_parser
 from zxcvbn import zxcvbn
 
 from quart_auth_app import passwords
 from quart_auth_app.agents import describe
-from quart_auth_app.sessions import expiry, new_token
-from quart_auth_app.store import SessionRecord, Store, User
-from quart_auth_app.testing import create_user
+from quart_auth_app.passkey_ceremony import user_handle
+from quart_auth_app.sessions import PROVED_AT, expiry, new_token
+from quart_auth_app.store import NewEvent, Outgoing, SessionRecord, Store, User
+from quart_auth_app.testing import create_user, enable_totp, totp_code
 
 BUDGET_MS = 50.0  # SPEC §7: CPU per request, all of it, besides bcrypt (and zxcvbn)
 CAP = 100  # MAX_SESSIONS_PER_USER's default
@@ -245,21 +258,33 @@ def stored_device(agent: str) -> str:
 
 @dataclass
 class Standing:
-    """Ada at the limits: CAP sessions and a full page of events, all with crafted agents."""
+    """Ada at the limits: CAP sessions and a full page of events, all with crafted agents,
+    and a passkey."""
 
     user: User
     password_hash: str
     devices: dict[str, str]  # agent -> the device name the app stored for it
+    passkey: Authenticator
     own: SessionRecord | None = None
+    totp_secret: str = ""
 
-    async def restore(self, app: Quart, data: dict[str, Any]) -> tuple[str, SessionRecord]:
-        """Undo what the last request changed (a password, revocations); a fresh own
+    async def restore(
+        self, app: Quart, data: dict[str, Any], totp: str = ""
+    ) -> tuple[str, SessionRecord]:
+        """Undo what the last request changed (a password, revocations, a passkey, TOTP, the
+        account itself); TOTP as `totp` asks ("pending", "on", or as it is); a fresh own
         session carrying `data`; CAP sessions in all."""
         store = store_of(app)
         current = await store.select_user_by_id(self.user.id)
-        assert current is not None
-        if current.password_hash != self.password_hash:
+        if current is None:  # deleted: Ada signs up again
+            self.user = await new_standing_user(app, self.devices)
+            self.password_hash, self.passkey = self.user.password_hash, Authenticator()
+            self.own = None
+        elif current.password_hash != self.password_hash:
             await store.change_user_password(self.user.id, self.password_hash, None)
+        await self.restore_passkeys(app)
+        if totp:
+            await self.restore_totp(app, totp)
         if self.own is not None:
             await store.delete_session_by_hash(self.own.token_hash)
         alive = len(await live_sessions(app, self.user))
@@ -269,18 +294,52 @@ class Standing:
         token, self.own = await add_session(app, self.user, crafted(CAP), "Test client", data)
         return token, self.own
 
+    async def restore_passkeys(self, app: Quart) -> None:
+        """Ada's one passkey, and no other (a registration would add more, up to a refusal)."""
+        engine: Any = store_of(app)  # the engine's own call, as quart_auth_app.testing's
+        await engine.execute(
+            "DELETE FROM passkeys WHERE user_id = :id AND id <> :keep",
+            {"id": self.user.id, "keep": self.passkey.id},
+        )
+        if not await store_of(app).select_passkeys_of_user(self.user.id):
+            self.passkey.user_handle = b64(user_handle(self.user))
+            await add_passkey(app, self.user.id, self.passkey)
+
+    async def restore_totp(self, app: Quart, state: str) -> None:
+        """TOTP on, or begun and awaiting its first code: the state the route acts on."""
+        store = store_of(app)
+        found = await store.select_totp(self.user.id)
+        if found is not None and found.confirmed == (state == "on"):
+            return
+        if found is not None:
+            event = NewEvent("two-step sign-in turned off", "203.0.113.7", "", "")
+            notice = Outgoing("totp_disabled", self.user.email, {"name": self.user.name})
+            assert await store.disable_totp(self.user.id, None, event, notice, time.time())
+        self.totp_secret = await enable_totp(app, self.user)
+        if state == "pending":
+            engine: Any = store
+            await engine.execute(
+                "UPDATE totp SET confirmed = :no WHERE user_id = :id",
+                {"no": False, "id": self.user.id},
+            )
+
+
+async def new_standing_user(app: Quart, devices: dict[str, str]) -> User:
+    """Ada, with a full page of events from crafted agents."""
+    user = await create_user(app, "ada@example.com", "Ada", PASSWORD)
+    for i in range(EVENTS):
+        agent = crafted(CAP + i)
+        await store_of(app).insert_event(
+            user.id, "sign-in failed", "203.0.113.9", agent, time.time(), devices[agent]
+        )
+    return user
+
 
 @pytest.fixture
 async def standing(warm_app: Quart) -> Standing:
-    user = await create_user(warm_app, "ada@example.com", "Ada", PASSWORD)
     devices = {crafted(i): stored_device(crafted(i)) for i in range(CAP + EVENTS)}
-    for i in range(EVENTS):
-        agent = crafted(CAP + i)
-        now = time.time()
-        await store_of(warm_app).insert_event(
-            user.id, "sign-in failed", "203.0.113.9", agent, now, devices[agent]
-        )
-    return Standing(user, user.password_hash, devices)
+    user = await new_standing_user(warm_app, devices)
+    return Standing(user, user.password_hash, devices, Authenticator())
 
 
 # --- the signed-in routes -------------------------------------------------------------------
@@ -289,9 +348,11 @@ async def standing(warm_app: Quart) -> Standing:
 @dataclass(frozen=True)
 class Route:
     method: str
-    path: str  # "{id}" stands for a session id
+    path: str  # "{id}" stands for a session id, "{passkey}" for a passkey's
     fields: tuple[str, ...] = ()
     bcrypt_runs: int = 0  # allowed
+    proved: bool = False  # needs a password typed within REAUTH_WINDOW: mostly given
+    totp: str = ""  # the TOTP state it acts on: "pending" (begun, unconfirmed) or "on"
 
 
 PASSWORD_FIELDS = ("current_password", "new_password")
@@ -315,15 +376,40 @@ ROUTES = [
     Route("POST", "/api/password", PASSWORD_FIELDS, 2),
     Route("POST", "/api/logout"),
     Route("POST", "/api/login", ("email", "password", "remember"), 1),
-    # the account's life (SPEC §11, §12); deletion is left out: it would end the standing user
+    # the account's life (SPEC §11, §12); a deleted Ada signs up again (Standing.restore)
     Route("GET", "/api/me/export"),
     Route("GET", "/account/export"),
-    Route("GET", "/account/email"),
-    Route("GET", "/account/delete"),
+    Route("GET", "/account/email", proved=True),
+    Route("GET", "/account/delete", proved=True),
     Route("POST", "/api/email/verify/resend"),
-    Route("POST", "/api/email", ("new_email", "current_password"), 1),
+    Route("POST", "/api/email", ("new_email", "current_password"), 1, proved=True),
     Route("POST", "/api/reauthenticate", ("password",), 1),
+    Route("DELETE", "/api/me", ("password",), 1, proved=True),
+    Route("GET", "/reauthenticate"),
+    Route("POST", "/reauthenticate", ("password", "next"), 1),
+    Route("POST", "/account/email", ("new_email", "current_password"), 1, proved=True),
+    Route("POST", "/account/email/resend"),
+    Route("GET", "/email/unverified"),
+    Route("POST", "/account/delete", ("password",), 1, proved=True),
+    # second factors and passkeys (SPEC §12)
+    Route("POST", "/api/2fa/totp", proved=True),
+    Route("POST", "/api/2fa/totp/confirm", ("code",), totp="pending"),
+    Route("DELETE", "/api/2fa/totp", proved=True, totp="on"),
+    Route("POST", "/api/2fa/recovery-codes", proved=True, totp="on"),
+    Route("GET", "/account/two-step", proved=True, totp="on"),
+    Route("POST", "/account/two-step/begin", proved=True),
+    Route("POST", "/account/two-step/confirm", ("code",), totp="pending"),
+    Route("POST", "/account/two-step/disable", proved=True, totp="on"),
+    Route("POST", "/account/two-step/recovery-codes", proved=True, totp="on"),
+    Route("GET", "/api/passkeys"),
+    Route("POST", "/api/passkeys/register/options", proved=True),
+    Route("POST", "/api/passkeys", ("credential", "name"), proved=True),
+    Route("DELETE", "/api/passkeys/{passkey}", proved=True),
+    Route("POST", "/account/passkeys/{passkey}/rename", ("name",)),
+    Route("GET", "/account/passkeys/{passkey}/remove", proved=True),
+    Route("POST", "/account/passkeys/{passkey}/remove", proved=True),
 ]
+CODE_NOW = "CODENOW"  # in a drawn body: replaced by the current TOTP code when it is sent
 
 
 def plausible(field: str) -> st.SearchStrategy[Any]:
@@ -339,17 +425,21 @@ def plausible(field: str) -> st.SearchStrategy[Any]:
         ),
         "remember": st.booleans(),
         "next": st.sampled_from(["/account", "/protected?x=1"]),
+        "code": st.sampled_from([CODE_NOW, CODE_NOW, "000000", " 123 456 ", "abcd-efgh"]),
+        "name": st.text("abc xyz é\u0301", max_size=80),
     }
     return known.get(field, st.just(""))
 
 
 @st.composite
-def bodies(draw: st.DrawFn, route: Route) -> tuple[bytes, str]:
+def bodies(draw: st.DrawFn, route: Route, ceremony: Ceremony | None = None) -> tuple[bytes, str]:
     """The route's fields (one possibly huge) and stray ones; for the API, JSON or nothing."""
     focus = draw(st.sampled_from(route.fields)) if route.fields else ""
     fields: list[tuple[str, Any]] = []
     for name in route.fields:
-        if draw(st.booleans()):
+        if name == "credential":  # valid, hostile inside, or anything at all
+            fields.append((name, draw(credentials(ceremony))))
+        elif draw(st.booleans()):
             fields.append((name, draw(plausible(name))))
         elif draw(st.booleans()):
             fields.append((name, draw(big_text(BODY_LIMIT // 3 if name == focus else 256))))
@@ -382,9 +472,9 @@ def queries(draw: st.DrawFn, route: Route) -> str:
 
 
 @st.composite
-def requests(draw: st.DrawFn, route: Route) -> dict[str, Any]:
-    """A request of the signed-in user: the cookie and {id} are filled in per run."""
-    body, content_type = draw(bodies(route)) if route.method == "POST" else (b"", "")
+def requests(draw: st.DrawFn, route: Route, ceremony: Ceremony | None = None) -> dict[str, Any]:
+    """A request of the signed-in user: the cookie, {id} and {passkey} are filled in per run."""
+    body, content_type = (b"", "") if route.method == "GET" else draw(bodies(route, ceremony))
     headers = draw(heads())
     extra = headers.pop("Cookie", "")
     if extra.startswith("session="):
@@ -403,7 +493,19 @@ def requests(draw: st.DrawFn, route: Route) -> dict[str, Any]:
         "session_id": target_id,
         "throttled": draw(st.booleans()),
         "flashes": draw(st.integers(0, 10)),
+        "proved": route.proved and draw(st.integers(0, 3)) > 0,
     }
+
+
+async def registration_ceremony(app: Quart, standing: Standing) -> Ceremony | None:
+    """Fresh creation options for Ada, as the account page asks for them."""
+    token, _ = await standing.restore(app, {PROVED_AT: time.time()})
+    response = await app.test_client().post(
+        "/api/passkeys/register/options", headers={"Cookie": f"session={token}"}
+    )
+    if response.status_code != 200:
+        return None
+    return Ceremony(await response.get_json(), Authenticator())
 
 
 def flashes(count: int) -> dict[str, Any]:
@@ -423,20 +525,32 @@ async def test_no_signed_in_request_costs_more_than_the_budget(
     warm_app: Quart, standing: Standing, clocks: Clocks, route: Route, data: st.DataObject
 ) -> None:
     """A search per route, for a user at every limit, steered by target() on the CPU."""
-    drawn = data.draw(requests(route))
+    ceremony = None
+    if "credential" in route.fields:  # answers to fresh options, from a new authenticator
+        ceremony = await registration_ceremony(warm_app, standing)
+    drawn = data.draw(requests(route, ceremony))
     set_throttle(warm_app, drawn["throttled"])
     set_session_writes(warm_app, drawn["throttled"])
 
     async def prepare() -> dict[str, Any]:
-        token, own = await standing.restore(warm_app, flashes(drawn["flashes"]))
+        session_data = flashes(drawn["flashes"])
+        if drawn["proved"]:
+            session_data[PROVED_AT] = time.time()
+        token, own = await standing.restore(warm_app, session_data, route.totp)
         others = [s.id for s in await live_sessions(warm_app, standing.user) if s.id != own.id]
         ids = {"other": others[0], "own": own.id, "missing": secrets.token_urlsafe(16)}
         session_id = ids.get(drawn["session_id"], drawn["session_id"])
+        passkeys = {"other": standing.passkey.id, "own": standing.passkey.id}
+        passkey_id = passkeys.get(drawn["session_id"], session_id)
         cookie = "; ".join(part for part in (f"session={token}", drawn["cookies"]) if part)
+        body = drawn["body"]
+        if route.totp:
+            body = body.replace(CODE_NOW.encode(), totp_code(standing.totp_secret).encode())
         return {
             **drawn,
-            "path": drawn["path"].replace("{id}", session_id),
+            "path": drawn["path"].replace("{id}", session_id).replace("{passkey}", passkey_id),
             "headers": {**drawn["headers"], "Cookie": cookie},
+            "body": body,
         }
 
     cost = await measure(warm_app, prepare, clocks, route.bcrypt_runs)
@@ -444,6 +558,38 @@ async def test_no_signed_in_request_costs_more_than_the_budget(
     target(cost.own_ms, label="CPU ms besides bcrypt and zxcvbn")
     target(cost.strength_ms, label="zxcvbn CPU ms")
     cost.check(route.bcrypt_runs)
+
+
+# hostile CBOR where a registration's credential key goes (in authData, in attestationObject)
+REGISTRATION_REGRESSIONS = {
+    # tags 28/29: 22 levels of a list holding the previous one twice re-encode to 4 Mi items
+    "shared values": _shared(22),
+    "colliding map keys": _colliding(1400, P61),
+}
+
+
+@pytest.mark.parametrize("key", REGISTRATION_REGRESSIONS.values(), ids=REGISTRATION_REGRESSIONS)
+async def test_known_expensive_registrations_are_cheap(
+    warm_app: Quart, standing: Standing, clocks: Clocks, key: bytes
+) -> None:
+    ceremony = await registration_ceremony(warm_app, standing)
+    assert ceremony is not None
+    credential = ceremony.answer()
+    authenticator = ceremony.authenticator
+    attested = bytes(16) + len(authenticator.credential_id).to_bytes(2, "big")
+    auth_data = _auth_data(UP | UV | AT, attested + authenticator.credential_id + key)
+    attestation = {"fmt": "none", "attStmt": {}, "authData": auth_data}
+    credential["response"]["attestationObject"] = b64(cbor2.dumps(attestation))
+    body = json.dumps({"credential": credential}).encode()
+
+    async def prepare() -> dict[str, Any]:
+        token, _ = await standing.restore(warm_app, {PROVED_AT: time.time()})
+        headers = {"Cookie": f"session={token}", "Content-Type": "application/json"}
+        return {"method": "POST", "path": "/api/passkeys", "body": body, "headers": headers}
+
+    cost = await measure(warm_app, prepare, clocks, 0)
+    assert cost.status == 400
+    cost.check(0)
 
 
 # --- growth: a user who has accumulated all he may, through the app itself ------------------

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlsplit
 
-from quart import Blueprint, Response, flash, jsonify, redirect, request, url_for
+from quart import Blueprint, Quart, Response, flash, jsonify, redirect, request, url_for
+from quart.blueprints import BlueprintSetupState
 from quart.typing import ResponseReturnValue
 from quart_schema import hide
+from werkzeug.exceptions import NotFound
 
 from ..account import database_health
 from ..auth import (
@@ -22,6 +24,25 @@ from ..factors import sign_in
 from ..validation import text
 
 bp = Blueprint("pages", __name__)
+STATIC_NAME_MAX = 255  # bytes: longer than any file under static/, or than most file systems allow
+
+
+def _bounded_static(state: BlueprintSetupState) -> None:
+    """Quart's static view behind a bound on the name: a longer one (or a NUL) is a 404, not
+    the OSError (ENAMETOOLONG) that Quart's send_from_directory lets out as a 500."""
+    app = state.app
+    if not isinstance(app, Quart) or "static" not in app.view_functions:
+        return
+
+    async def static(filename: str) -> Response:
+        if len(filename.encode("utf-8", "replace")) > STATIC_NAME_MAX or "\x00" in filename:
+            raise NotFound()
+        return await app.send_static_file(filename)
+
+    app.view_functions["static"] = static
+
+
+bp.record_once(_bounded_static)
 
 
 def safe_next(target: str | None) -> str:

@@ -6,25 +6,57 @@
   a page). A function's answer never changes, so it is remembered.
 - `make_response`: quart_schema wraps it to turn dataclasses and models into JSON; a view
   that returns a Response has nothing to convert, and Quart returns it as it is.
+- `request.blueprints`: Quart works it out (an import statement and the endpoint split
+  again) each of the three or more times a request asks; it is kept per matched rule.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from quart import Response
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 if TYPE_CHECKING:
-    from quart import Quart
+    from quart import Quart, Request
 
 FUNCTIONS_KEPT = 1024  # past this many distinct functions the memo starts afresh
 
 
+def split_blueprints(name: str) -> list[str]:
+    """ "a.b" -> ["a.b", "a"]: a blueprint and the blueprints it is nested in."""
+    names = [name]
+    while "." in name:
+        name = name.rpartition(".")[0]
+        names.append(name)
+    return names
+
+
+class BlueprintsOnce:
+    """A request (mixed in before Quart's) whose `blueprints` is worked out once per rule."""
+
+    url_rule: Any
+    blueprint: str | None
+    _blueprints: tuple[Any, list[str]] | None = None
+
+    @property
+    def blueprints(self) -> list[str]:
+        rule = self.url_rule
+        known = self._blueprints
+        if known is None or known[0] is not rule:
+            name = self.blueprint
+            known = self._blueprints = (rule, split_blueprints(name) if name else [])
+        return list(known[1])
+
+
 def trim(app: Quart) -> None:
-    """Install the remembered `ensure_async` and the Response shortcut of `make_response`
-    (call after every extension that wraps `make_response`)."""
+    """Install the remembered `ensure_async`, the Response shortcut of `make_response` and
+    the request class remembering its blueprints (call after every extension that wraps
+    `make_response` and after the request class is chosen)."""
+    if not issubclass(app.request_class, BlueprintsOnce):
+        mixed = type("Request", (BlueprintsOnce, app.request_class), {})
+        app.request_class = cast("type[Request]", mixed)
     ensure_async = app.ensure_async
     made: dict[Callable[..., Any], Callable[..., Awaitable[Any]]] = {}
 

@@ -1,0 +1,51 @@
+"""Quart's per-request machinery, trimmed (requestpath.py): the same answers, worked out once."""
+
+from __future__ import annotations
+
+import pytest
+from quart import Quart, Response, request
+from quart.globals import request_ctx
+from quart.wrappers.base import BaseRequestWebsocket
+
+from quart_auth_app.requestpath import BlueprintsOnce, split_blueprints
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("pages", ["pages"]), ("a.b", ["a.b", "a"]), ("a.b.c", ["a.b.c", "a.b", "a"])],
+)
+def test_split_blueprints(name: str, expected: list[str]) -> None:
+    assert split_blueprints(name) == expected
+
+
+@pytest.mark.parametrize(("path", "expected"), [("/protected", ["pages"]), ("/nowhere", [])])
+async def test_blueprints_are_quarts(app: Quart, path: str, expected: list[str]) -> None:
+    assert issubclass(app.request_class, BlueprintsOnce)
+    async with app.test_request_context(path):
+        quarts = BaseRequestWebsocket.blueprints.fget(request_ctx.request)  # type: ignore[attr-defined]
+        assert request.blueprints == quarts == expected
+        request.blueprints.append("changed")  # a copy each time: callers cannot spoil it
+        assert request.blueprints == expected
+
+
+async def test_ensure_async_is_remembered_and_still_runs_sync_functions(app: Quart) -> None:
+    async def coroutine_function() -> int:
+        return 1
+
+    def plain() -> int:
+        return 2
+
+    assert app.ensure_async(coroutine_function) is coroutine_function
+    wrapped = app.ensure_async(plain)
+    assert app.ensure_async(plain) is wrapped
+    async with app.app_context():
+        assert await wrapped() == 2
+
+
+async def test_make_response_passes_a_response_and_converts_the_rest(app: Quart) -> None:
+    response = Response("hi")
+    async with app.test_request_context("/"):
+        assert await app.make_response(response) is response
+        made = await app.make_response(({"a": 1}, 201))
+    assert made.status_code == 201
+    assert await made.get_json() == {"a": 1}

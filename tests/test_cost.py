@@ -437,12 +437,9 @@ def bodies(draw: st.DrawFn, route: str, ceremony: Ceremony | None = None) -> tup
     return body.encode("ascii"), "application/x-www-form-urlencoded"
 
 
-ROUTES = [("POST", route) for route in sorted(FIELDS)] + [
-    ("GET", route)
-    for route in ["/", "/login", "/register", "/protected", "/password/forgot", "/password/reset"]
-]
-# GETs whose input is the head and at most a path segment ("{...}"): a lighter search.
-LIGHT_ROUTES = [
+# Routes whose input is the head, at most a path segment ("{...}") and no fields: a
+# lighter search.
+LIGHT_ROUTES = [("POST", "/api/passkeys/login/options")] + [
     ("GET", route)
     for route in [
         "/password/reset/{token}",
@@ -456,6 +453,10 @@ LIGHT_ROUTES = [
         "/metrics",
         "/static/{filename}",
     ]
+]
+ROUTES = [("POST", route) for route in sorted(FIELDS) if ("POST", route) not in LIGHT_ROUTES] + [
+    ("GET", route)
+    for route in ["/", "/login", "/register", "/protected", "/password/forgot", "/password/reset"]
 ]
 
 
@@ -716,7 +717,8 @@ async def test_known_expensive_inputs_are_cheap(
     status, own_ms, strength_ms = await measure(
         warm_app, {**request, "throttled": throttled}, StrengthClock(monkeypatch)
     )
-    assert 400 <= status < 500 or status in (201, 303)
+    # 200: a second run of a sign-up signs in (retry-safe sign-up, when the first was slow)
+    assert 400 <= status < 500 or status in (200, 201, 303)
     check(request, status, own_ms, strength_ms)
 
 

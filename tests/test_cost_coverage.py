@@ -32,7 +32,9 @@ def normalised(path: str) -> str:
 def searched() -> set[tuple[str, str]]:
     """Every (method, route) some cost search sends requests to."""
     anonymous = test_cost.ROUTES + test_cost.LIGHT_ROUTES
-    signed_in = [(r.method, r.path) for r in test_cost_signed_in.ROUTES]
+    signed_in = [
+        (r.method, r.path) for r in test_cost_signed_in.ROUTES + test_cost_signed_in.LIGHT_ROUTES
+    ]
     return {(method, normalised(path)) for method, path in anonymous + signed_in}
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup, escape
 from quart import current_app, has_request_context
-from quart.globals import request_ctx
+from quart.globals import app_ctx, request_ctx
 
 from .agents import label
 from .auth import current_user
@@ -145,12 +145,21 @@ def init_templating(app: Quart) -> None:
                 if len(sites) >= URLS_KEPT:
                     sites.clear()
                 sites[root] = site
-        return {"current_user": current_user(), "site": site}
+        # `g`, `request` and `session` too, as Quart's default processor gives them (dropped
+        # below: one processor a render instead of two).
+        return {
+            "g": app_ctx.g,
+            "request": request_ctx.request,
+            "session": request_ctx.session,
+            "current_user": current_user(),
+            "site": site,
+        }
 
     # Each blueprint inherits Flask's synchronous default context processor, and Quart runs
     # a synchronous processor in its thread pool: a thread hop on every render (seen in the
-    # bench profile). Quart's own async one, registered on the app, already gives every
-    # template `g`, `request` and `session`.
-    # It is recognised by its module (its name is private to Flask).
+    # bench profile). Quart's own default one (async, on the app) gives `g`, `request` and
+    # `session`, which inject_user gives now. Both are recognised by their module (their
+    # names are private to Flask and Quart).
+    default = ("flask.templating", "quart.templating")
     for processors in app.template_context_processors.values():
-        processors[:] = [p for p in processors if p.__module__ != "flask.templating"]
+        processors[:] = [p for p in processors if p.__module__ not in default]

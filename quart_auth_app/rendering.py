@@ -92,6 +92,10 @@ def _template(app: Quart, name: str) -> Template:
     template = loaded.get(name)
     if template is None:
         template = loaded[name] = env.get_template(name)
+        # Jinja keeps a template's globals as a ChainMap over the environment's, and every
+        # render copies it into a dict key by key through the chain. Once the app serves
+        # its globals are set (Flask refuses setup after the first request): one copy.
+        template.globals = dict(template.globals)
     return template
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
@@ -44,7 +45,7 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
@@ -126,7 +127,41 @@ def create_app() -> Quart:
                 response.headers["Connection"] = "close"  # HTTP/2 has no such header
             return response
 
+        app.asgi_app = unavailable_when_cut(app.asgi_app)  # type: ignore[method-assign,assignment]
     return app
+
+
+CUT = [
+    (b"content-type", b"application/json"),
+    (b"retry-after", b"5"),
+    (b"connection", b"close"),
+    (b"cache-control", b"no-store"),
+]
+CUT_BODY = json.dumps(
+    {"error": "unavailable", "message": "The server is restarting. Please try again."}
+).encode()
+
+
+def unavailable_when_cut(
+    asgi_app: Callable[..., Awaitable[None]],
+) -> Callable[..., Awaitable[None]]:
+    """A request still running when the graceful shutdown runs out (`graceful_timeout`) is
+    cancelled, and Hypercorn then answers 500 for it. Answer 503 with Retry-After instead:
+    nothing went wrong with the request, the server is going away (a balancer may retry it
+    elsewhere if it is idempotent)."""
+
+    async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await asgi_app(scope, receive, send)
+        except asyncio.CancelledError:
+            if scope["type"] == "http":
+                # Hypercorn refuses a start once an answer began (that one is cut as it is).
+                with contextlib.suppress(Exception):
+                    await send({"type": "http.response.start", "status": 503, "headers": CUT})
+                    await send({"type": "http.response.body", "body": CUT_BODY})
+            raise
+
+    return guarded
 
 
 class Drain:

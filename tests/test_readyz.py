@@ -77,7 +77,8 @@ async def test_sigterm_drains_ready_503_while_in_flight_requests_finish(tmp_path
         "QUART_BCRYPT_ROUNDS": "13",  # ~0.4 s a run here
         "QUART_BCRYPT_THREADS": "1",
     }
-    server = start(tmp_path, env, args=("--drain-delay", "1.5"))
+    # Time enough to finish even on a loaded machine: the end of that time is the next test.
+    server = start(tmp_path, env, args=("--drain-delay", "1.5", "--graceful-timeout", "60"))
     try:
         async with client(server) as http, client(server, fresh_connections=True) as probe:
             in_flight = [asyncio.create_task(slow_sign_in(http, n)) for n in range(12)]
@@ -98,3 +99,30 @@ async def test_sigterm_drains_ready_503_while_in_flight_requests_finish(tmp_path
     finally:
         server.kill()
     assert "Traceback" not in server.log_text()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+async def test_a_request_cut_when_the_graceful_shutdown_runs_out_is_a_503(tmp_path: Path) -> None:
+    """Past `graceful_timeout` Hypercorn cancels what still runs and answers 500 for it; the
+    launcher's workers answer 503 with Retry-After instead (nothing was wrong with it)."""
+    env = {
+        "QUART_DATABASE": str(tmp_path / "app.sqlite3"),
+        "QUART_THROTTLE_ENABLED": "false",
+        "QUART_BCRYPT_ROUNDS": "14",  # ~0.8 s a run here: four take longer than the timeout
+        "QUART_BCRYPT_THREADS": "1",
+    }
+    server = start(tmp_path, env, workers=1, args=("--graceful-timeout", "1"))
+    try:
+        async with client(server) as http:
+            in_flight = [asyncio.create_task(slow_sign_in(http, n)) for n in range(4)]
+            await asyncio.sleep(0.5)
+            os.killpg(server.process.pid, signal.SIGTERM)
+            finished = await asyncio.gather(*in_flight, return_exceptions=True)
+        assert server.process.wait(timeout=30) == 0
+    finally:
+        server.kill()
+    statuses = [getattr(r, "status_code", r) for r in finished]
+    assert 500 not in statuses and 503 in statuses, statuses
+    cut = next(r for r in finished if isinstance(r, httpx.Response) and r.status_code == 503)
+    assert cut.headers["Retry-After"] == "5" and cut.json()["error"] == "unavailable"

@@ -167,8 +167,8 @@ def _other_worker_writes(path: str, waits: Waits, stop: threading.Event) -> None
         db.close()
 
 
-async def _longest_waits(app: Quart, user: User, work: Awaitable[Any]) -> tuple[float, float]:
-    """Run `work` while this worker and another write; return both longest waits (seconds)."""
+async def _waits(app: Quart, user: User, work: Awaitable[Any]) -> tuple[Waits, Waits]:
+    """Run `work` while this worker and another write; return both writers' waits."""
     store = _store(app)
     here, there = Waits(), Waits()
 
@@ -202,7 +202,7 @@ async def _longest_waits(app: Quart, user: User, work: Awaitable[Any]) -> tuple[
         if url:
             await db.close()
     assert here.count >= 1 and there.count >= 1  # both wrote (or waited to) during the work
-    return here.longest, there.longest
+    return here, there
 
 
 async def test_writes_wait_for_a_batch_not_the_backlog(app: Quart, user: User) -> None:
@@ -210,30 +210,33 @@ async def test_writes_wait_for_a_batch_not_the_backlog(app: Quart, user: User) -
     await _insert_expired(app, BACKLOG, "whole")
     started = time.perf_counter()
     in_one = store.delete_expired_sessions(expiry(app.config, time.time()), BACKLOG)
-    blocked = await _longest_waits(app, user, in_one)  # the backlog in one transaction, as before
+    blocked = await _waits(app, user, in_one)  # the backlog in one transaction, as before
     whole = time.perf_counter() - started
     assert _count(app, "sessions") == 0
 
     await _insert_expired(app, BACKLOG, "batched")
     started = time.perf_counter()
-    here, there = await _longest_waits(app, user, purge_expired(app.config, store))
+    here, there = await _waits(app, user, purge_expired(app.config, store))
     batched = time.perf_counter() - started
     assert _count(app, "sessions") == 0
     print(
-        f"{store.engine}: one transaction {whole:.2f} s; batched purge {batched:.2f} s, "
-        f"longest write wait {here * 1000:.0f} ms here, {there * 1000:.0f} ms in another worker "
-        f"(in one transaction: {blocked[0] * 1000:.0f} ms, {blocked[1] * 1000:.0f} ms)"
+        f"{store.engine}: one transaction {whole:.2f} s, writes done {blocked[0].count} here, "
+        f"{blocked[1].count} in another worker (longest waits {blocked[0].longest * 1000:.0f}, "
+        f"{blocked[1].longest * 1000:.0f} ms); batched purge {batched:.2f} s, writes done "
+        f"{here.count} here, {there.count} there (longest waits {here.longest * 1000:.0f}, "
+        f"{there.longest * 1000:.0f} ms)"
     )
-    if store.engine == "sqlite":  # the one write lock: the measurement sees the old stall
-        assert max(blocked) > whole / 2
-    # A few batches, not the whole backlog. Compared with the stall measured for one
-    # transaction (on SQLite), with room for the busy handler's polls of up to 100 ms: the
-    # other worker's wait once reached 0.55 x that stall on a loaded machine.
-    stall = max(blocked) if store.engine == "sqlite" else whole
-    assert here < stall * 0.7 and there < stall * 0.7
+    # Counted, not timed: the longest single wait is a tail that a loaded machine stretches
+    # (0.3-0.6 s once, with 100 batches of a few ms each). While the backlog is deleted in
+    # one transaction SQLite's one write lock holds both writers (they write only before
+    # and after it: ~10 writes); between batches both keep writing (over 1,000 here).
+    if store.engine == "sqlite":  # the measurement sees the old stall
+        assert max(w.longest for w in blocked) > whole / 2
+        assert min(here.count, there.count) > 10 * max(w.count for w in blocked)
+    assert here.count >= 20 and there.count >= 20
+    assert here.longest < whole and there.longest < whole  # never the whole backlog
 
 
-@pytest.mark.parametrize("db_config", ["sqlite"], indirect=True)  # SQLite's write-ahead log
 async def test_the_wal_shrinks_back_after_a_purge(app: Quart) -> None:
     wal = app.config["DATABASE"] + "-wal"
     await _insert_expired(app, BACKLOG // 2)  # one transaction: the WAL grows past 10 MB

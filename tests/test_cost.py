@@ -17,7 +17,6 @@ import hashlib
 import itertools
 import json
 import os
-import statistics
 import time
 import unicodedata
 from collections.abc import AsyncIterator
@@ -795,41 +794,49 @@ def test_strength_input_is_bounded() -> None:
 # --- the real server: expensive inputs do not stall the event loop -------------------------
 
 
+LOOP_BUDGET_MS = BUDGET_MS  # CPU of the event-loop thread per expensive request
+
+
+def loop_cpu_ms(pid: int) -> float:
+    """CPU time (user + system) of a worker's main thread, its event loop, in ms."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 @pytest.mark.integration
-async def test_health_stays_prompt_while_expensive_requests_run(tmp_path: Path) -> None:
+async def test_expensive_requests_leave_the_event_loop_free(tmp_path: Path) -> None:
+    """The costly steps (bcrypt, zxcvbn) run in threads: what the event loop spends on each
+    expensive request stays small, so other requests are served meanwhile. Measured as
+    CPU time of the worker's loop thread (not wall time, which a loaded machine stretches)."""
     env = {
         "QUART_DATABASE": str(tmp_path / "app.sqlite3"),
         "QUART_SECRET_KEY": "test secret",
         "QUART_THROTTLE_ENABLED": "false",
+        "QUART_BCRYPT_ROUNDS": "10",  # ~50 ms a run: on the loop it would show at once
     }
     expensive = [
         ("/api/login", {"email": "a" + MARKS, "password": "x" * 8}),
         ("/api/register", {"email": "z@example.com", "password": LOOKALIKE_PASSWORD}),
     ]
+    rounds = 20
     with running(tmp_path, env, workers=1) as server:
+        (worker,) = server.worker_pids()
         async with server_client(server) as attacker, server_client(server) as visitor:
-            stop = asyncio.Event()
 
             async def flood(route: str, fields: dict[str, str]) -> None:
                 body = json.dumps(fields, ensure_ascii=False).encode()
-                while not stop.is_set():
+                for _ in range(rounds):
                     response = await attacker.post(
                         route, content=body, headers={"Content-Type": "application/json"}
                     )
                     assert response.status_code < 500
 
-            floods = [asyncio.create_task(flood(*args)) for args in expensive]
-            await asyncio.sleep(0.2)  # both in flight
-            times = []
-            try:
-                for _ in range(15):
-                    start = time.perf_counter()
-                    response = await visitor.get("/healthz")
-                    times.append((time.perf_counter() - start) * 1000)
-                    assert response.status_code == 200
-                    await asyncio.sleep(0.03)
-            finally:
-                stop.set()
-                await asyncio.gather(*floods, return_exceptions=True)
-    assert statistics.median(times) < 50, times
-    assert max(times) < 100, times
+            await visitor.get("/healthz")  # warm
+            spent: dict[str, float] = {}
+            for route, fields in expensive:
+                before = loop_cpu_ms(worker)
+                await flood(route, fields)
+                spent[route] = (loop_cpu_ms(worker) - before) / rounds
+                assert (await visitor.get("/healthz")).status_code == 200
+    print("event loop CPU per expensive request:", {r: f"{ms:.1f} ms" for r, ms in spent.items()})
+    assert max(spent.values()) < LOOP_BUDGET_MS, spent

@@ -13,17 +13,7 @@ of a mailed link (`RedactingLogger`, SPEC §13). It also raises the open-file li
 
 Operations (SPEC §13). Each start gets a fresh private directory for the workers'
 metrics (`PROMETHEUS_MULTIPROC_DIR`, exported before they are spawned, removed at exit;
-a worker that exits is marked dead there). And SIGTERM drains instead of cutting: a
-Hypercorn worker left SIGTERM at its default, so a SIGTERM to the process group (what
-systemd and `docker stop` send) killed the workers mid-request. Here every worker,
-once serving, answers SIGTERM by turning /readyz to 503 (`metrics.begin_draining`);
-the launcher passes the signal to its workers, waits `--drain-delay` seconds (default
-0: long enough for a load balancer's probe to see the 503) while they still serve,
-then starts Hypercorn's graceful shutdown (in-flight requests finish, up to
-`graceful_timeout`). While it drains, every HTTP/1 answer says `Connection: close` and the
-connection ends with it: a client (a balancer's keep-alive pool) learns in the answer itself
-that the connection is done, instead of finding it closed under a request it has just sent
-when the shutdown closes idle connections (a 502 for a POST, which no one may replay).
+a worker that exits is marked dead there). SIGTERM drains instead of cutting (`draining.py`).
 The process model, for supervisors: the launcher is a master that spawns the workers
 (processes of their own, with multiprocessing's resource tracker beside them); stop or kill
 the whole process group (systemd: KillMode=control-group), never the launcher's PID alone,
@@ -33,9 +23,7 @@ or a worker keeps the port (deploy/systemd/quart-auth@.service).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
@@ -44,10 +32,8 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from multiprocessing.process import BaseProcess
-from types import FrameType
 from typing import Any
 
 import hypercorn.run
@@ -55,12 +41,12 @@ from hypercorn.__main__ import main as hypercorn_main
 from hypercorn.config import Config
 from hypercorn.logging import Logger
 from prometheus_client import multiprocess
-from quart import Quart, Response, request
+from quart import Quart
 
 from . import create_app as build_app
 from .accesslog import AccessAtoms
+from .draining import Drain, drain_on_sigterm
 from .logs import log_format, use_format
-from .metrics import DRAINING, begin_draining
 
 # The workers load the app from here, so this module's logger setting reaches them too.
 APP = "quart_auth_app.serve:create_app()"
@@ -108,112 +94,8 @@ def create_app() -> Quart:
     app = build_app()
     launcher = os.environ.get(LAUNCHER)
     if launcher and launcher == str(os.getppid()):  # a worker this launcher spawned
-
-        @app.before_serving
-        async def drain_on_sigterm() -> None:
-            def drain() -> None:
-                begin_draining(app)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(launcher), SIGTERM)  # a worker's own SIGTERM drains all
-
-            asyncio.get_running_loop().add_signal_handler(SIGTERM, drain)
-            # Blocked by the launcher while it spawned this process: one that came meanwhile
-            # is delivered now, to `drain`.
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {SIGTERM})
-
-        @app.after_request
-        async def close_when_draining(response: Response) -> Response:
-            if app.extensions.get(DRAINING) and request.http_version.startswith("1"):
-                response.headers["Connection"] = "close"  # HTTP/2 has no such header
-            return response
-
-        app.asgi_app = unavailable_when_cut(app.asgi_app)  # type: ignore[method-assign,assignment]
+        drain_on_sigterm(app, int(launcher))
     return app
-
-
-CUT = [
-    (b"content-type", b"application/json"),
-    (b"retry-after", b"5"),
-    (b"connection", b"close"),
-    (b"cache-control", b"no-store"),
-]
-CUT_BODY = json.dumps(
-    {"error": "unavailable", "message": "The server is restarting. Please try again."}
-).encode()
-
-
-def unavailable_when_cut(
-    asgi_app: Callable[..., Awaitable[None]],
-) -> Callable[..., Awaitable[None]]:
-    """A request still running when the graceful shutdown runs out (`graceful_timeout`) is
-    cancelled, and Hypercorn then answers 500 for it. Answer 503 with Retry-After instead:
-    nothing went wrong with the request, the server is going away (a balancer may retry it
-    elsewhere if it is idempotent)."""
-
-    async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        try:
-            await asgi_app(scope, receive, send)
-        except asyncio.CancelledError:
-            if scope["type"] == "http":
-                # Hypercorn refuses a start once an answer began (that one is cut as it is).
-                with contextlib.suppress(Exception):
-                    await send({"type": "http.response.start", "status": 503, "headers": CUT})
-                    await send({"type": "http.response.body", "body": CUT_BODY})
-            raise
-
-    return guarded
-
-
-class Drain:
-    """The launcher's SIGTERM: the workers drain, then, after `delay`, Hypercorn stops."""
-
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
-        self.processes: list[BaseProcess] = []
-        self.begun = False
-        self.stop: Callable[..., Any] | None = None  # Hypercorn's own SIGTERM handler
-        self.handler = self.signalled  # one bound method, so it is recognised when installed
-
-    def populate(self, populate: Callable[..., None]) -> Callable[..., None]:
-        """Hypercorn's `_populate`, with SIGTERM held back while workers are spawned: they
-        inherit the blocked signal and take it once they can drain (`create_app`)."""
-
-        def spawning(processes: list[BaseProcess], *args: Any) -> None:
-            self.processes = processes
-            held = signal.pthread_sigmask(signal.SIG_BLOCK, {SIGTERM})
-            try:
-                populate(processes, *args)
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, held)
-
-        return spawning
-
-    def wait(self, wait: Callable[..., Any]) -> Callable[..., Any]:
-        """Hypercorn's `wait`, called right after it installs its SIGTERM handler: that
-        handler (which stops the workers at once) is put behind the drain."""
-
-        def waiting(*args: Any, **kwargs: Any) -> Any:
-            stop = signal.getsignal(SIGTERM)
-            if callable(stop) and stop is not self.handler:
-                self.stop = stop
-                signal.signal(SIGTERM, self.handler)
-            return wait(*args, **kwargs)
-
-        return waiting
-
-    def signalled(self, signum: int, frame: FrameType | None) -> None:
-        stop = self.stop
-        if self.begun or stop is None:
-            return
-        self.begun = True
-        for process in self.processes:
-            if process.pid is not None and process.exitcode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, SIGTERM)
-        if self.delay <= 0:
-            stop(signum, frame)
-        else:
-            threading.Timer(self.delay, stop, (signum, frame)).start()
 
 
 @contextlib.contextmanager

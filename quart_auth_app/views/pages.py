@@ -39,7 +39,7 @@ def _bounded_static(state: BlueprintSetupState) -> None:
             raise NotFound()
         return await app.send_static_file(filename)
 
-    app.view_functions["static"] = static
+    app.view_functions["static"] = hide(static)  # not part of the API's document
 
 
 bp.record_once(_bounded_static)

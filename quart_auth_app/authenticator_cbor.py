@@ -24,7 +24,10 @@ def check_cbor(response: Any) -> None:
     attestation = getattr(response, "attestation_object", None)
     if attestation is not None:
         _plain_cbor(attestation, 0, len(attestation))
-        decoded = cbor2.loads(attestation)  # plain, so as cheap as its size
+        try:
+            decoded = cbor2.loads(attestation)  # plain, so as cheap as its size
+        except cbor2.CBORError as exc:  # not a ValueError: text that is not UTF-8, say
+            raise ValueError("attestationObject is not CBOR") from exc
         auth_data = decoded.get("authData") if isinstance(decoded, dict) else None
     else:
         auth_data = getattr(response, "authenticator_data", None)

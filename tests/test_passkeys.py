@@ -904,3 +904,15 @@ async def test_flipped_bytes_in_a_sign_in_are_never_a_5xx(
     credential["response"][part] = b64(bytes(data))
     response = await passkey_login(client, credential)
     assert response.status_code in (200, 400, 429), await response.get_data(as_text=True)
+
+
+async def test_an_attestation_with_text_that_is_not_utf8_is_a_400(ada: QuartClient) -> None:
+    """Found by the flipped-bytes search: cbor2 refuses such text with an error that is not
+    a ValueError, which once escaped as a 500."""
+    options = await (await ada.post("/api/passkeys/register/options")).get_json()
+    credential = Authenticator().create(options)
+    data = bytearray(unb64(credential["response"]["attestationObject"]))
+    data[2] = 128  # inside the "fmt" key's text: no longer UTF-8
+    credential["response"]["attestationObject"] = b64(bytes(data))
+    response = await ada.post("/api/passkeys", json={"credential": credential})
+    await error_body(response, 400, "invalid_credential")

@@ -237,6 +237,7 @@ async def test_writes_wait_for_a_batch_not_the_backlog(app: Quart, user: User) -
     assert here.longest < whole and there.longest < whole  # never the whole backlog
 
 
+@pytest.mark.parametrize("db_config", ["sqlite"], indirect=True)  # SQLite's write-ahead log
 async def test_the_wal_shrinks_back_after_a_purge(app: Quart) -> None:
     wal = app.config["DATABASE"] + "-wal"
     await _insert_expired(app, BACKLOG // 2)  # one transaction: the WAL grows past 10 MB

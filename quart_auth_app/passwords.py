@@ -24,7 +24,9 @@ from zxcvbn.matching import L33T_TABLE
 from .metrics import run_queued
 
 PREHASH_KEY = b"quart_auth_app/password/v1"
-BCRYPT_NICE = 10  # how far below the event loop the bcrypt threads run
+# How far below the event loop the bcrypt threads run: +10 left a sign-in 4.4 s (p99) while
+# pages kept the loops busy, +5 3.2 s, with pages 7 % slower (docs/PERFORMANCE.md).
+BCRYPT_NICE = 5
 
 # zxcvbn's cost (SPEC §7: bounded) grows with the square of the length times the number of
 # look-alike substitution tables it tries, and those grow ~1.4x with every distinct

@@ -110,6 +110,13 @@ class MailServer:
             self._controller.stop()
             self._controller = None
 
+    def __enter__(self) -> MailServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     async def wait_for(self, count: int, timeout: float = 10) -> list[EmailMessage]:
         """The first `count` messages, once that many have arrived (AssertionError after `timeout`)."""
         deadline = time.monotonic() + timeout
@@ -169,9 +176,5 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
 @pytest.fixture
 def mail_server() -> Iterator[MailServer]:
     """A plain SMTP server on loopback, started, stopped after the test."""
-    server = MailServer()
-    server.start()
-    try:
+    with MailServer() as server:
         yield server
-    finally:
-        server.stop()

@@ -161,29 +161,21 @@ async def test_smtp_delivers_the_message(mail_app: Quart, mail_server: MailServe
 async def test_each_tls_mode_delivers_with_the_ca_file(
     mail_app: Quart, certificate: Certificate, mode: str
 ) -> None:
-    server = tls_server(mode, certificate)
-    server.start()
-    try:
+    with tls_server(mode, certificate) as server:
         config = {"MAIL_URL": server.url, "MAIL_CA_FILE": str(certificate.cert)}
         await transport_from_config(config, "/nonexistent").send(await render(mail_app))
         (received,) = await server.wait_for(1)
         assert links(received) == [RESET]
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("mode", ["starttls", "implicit"])
 async def test_an_unverified_certificate_is_refused(
     mail_app: Quart, certificate: Certificate, mode: str
 ) -> None:
-    server = tls_server(mode, certificate)
-    server.start()
-    try:
+    with tls_server(mode, certificate) as server:
         with pytest.raises(MailError, match="CERTIFICATE_VERIFY_FAILED"):
             await SMTPTransport(server.url).send(await render(mail_app))
         assert server.messages == []
-    finally:
-        server.stop()
 
 
 async def test_starttls_is_required_not_hoped_for(mail_app: Quart, mail_server: MailServer) -> None:
@@ -196,9 +188,7 @@ async def test_starttls_is_required_not_hoped_for(mail_app: Quart, mail_server: 
 async def test_credentials_from_the_url_are_percent_decoded(
     mail_app: Quart, certificate: Certificate
 ) -> None:
-    server = tls_server("starttls", certificate, login=("mailer@example.com", "p@ss:w/rd%"))
-    server.start()
-    try:
+    with tls_server("starttls", certificate, login=("mailer@example.com", "p@ss:w/rd%")) as server:
         base = server.url.replace("smtp+starttls://", "")
         wrong = SMTPTransport(
             f"smtp+starttls://mailer%40example.com:guess-w0rd@{base}", ca_file=str(certificate.cert)
@@ -212,8 +202,6 @@ async def test_credentials_from_the_url_are_percent_decoded(
         )
         await right.send(await render(mail_app))
         assert len(await server.wait_for(1)) == 1
-    finally:
-        server.stop()
 
 
 async def test_a_stopped_server_fails_fast_and_a_restarted_one_delivers(

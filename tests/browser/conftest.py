@@ -52,12 +52,8 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def mail() -> Iterator[MailServer]:
     """A real SMTP server on loopback, one per test module (see accounts.mailing_server)."""
-    smtp = MailServer()
-    smtp.start()
-    try:
+    with MailServer() as smtp:
         yield smtp
-    finally:
-        smtp.stop()
 
 
 @pytest.fixture(scope="session")

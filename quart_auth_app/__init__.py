@@ -48,6 +48,9 @@ def _templates() -> str:
 def create_app(config: Mapping[str, Any] | None = None) -> Quart:
     """Build the app: defaults, then QUART_* environment variables, then `config`."""
     app = Quart(__name__, template_folder=_templates())
+    # A path is answered as sent (set before any rule is added): werkzeug would otherwise
+    # redirect "/a//b" to "/a/b" with an HTML 308, even under /api/.
+    app.url_map.merge_slashes = False
     app.config.from_mapping(DEFAULTS)
     app.config.from_prefixed_env()
     if config:

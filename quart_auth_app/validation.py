@@ -35,13 +35,21 @@ class Registration:
     name: str
 
 
-def _printable(value: str) -> bool:
-    """No control characters and no lone surrogates (which cannot be stored)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return not any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value)
+CONTROL = frozenset({"Cc", "Cs"})  # lone surrogates cannot even be stored
+# A name is shown to people: also no unassigned or private-use code points, no line or
+# paragraph separators, and none of the bidi controls that make text read otherwise than
+# it is stored (Trojan Source). Other format characters stay: Persian needs ZWNJ, emoji ZWJ.
+NOT_IN_NAMES = CONTROL | {"Cn", "Co", "Zl", "Zp"}
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _printable(value: str, refused: frozenset[str] = CONTROL) -> bool:
+    """No character of the `refused` categories (control characters, lone surrogates)."""
+    return not any(unicodedata.category(ch) in refused for ch in value)
+
+
+def _showable(name: str) -> bool:
+    return _printable(name, NOT_IN_NAMES) and BIDI_CONTROLS.isdisjoint(name)
 
 
 def text(data: Mapping[str, Any], field: str) -> str:
@@ -93,7 +101,7 @@ def check_email(value: str) -> str:
 def check_name(value: str, email: str) -> str:
     """The display name (the email's local part when empty), or ValidationFailed."""
     name = bounded_nfc(value, NAME_MAX)
-    if name is None or len(name) > NAME_MAX or not _printable(name):
+    if name is None or len(name) > NAME_MAX or not _showable(name):
         raise ValidationFailed(
             {"name": f"Use at most {NAME_MAX} characters, without control characters."}
         )

@@ -245,6 +245,18 @@ async def test_cannot_revoke_someone_elses_session(app: Quart, user: User) -> No
     assert (await bob.get("/api/me")).status_code == 200
 
 
+@pytest.mark.parametrize(
+    "path", ["/api/sessions/%2F%2Fevil.example", "/api//sessions/x", "/api/me//", "/api//me"]
+)
+async def test_doubled_slashes_are_a_json_404_not_a_redirect(
+    app: Quart, user: User, path: str
+) -> None:
+    # werkzeug's default merges slashes with an HTML 308 to the merged path (the fuzz found it)
+    ada = await authenticated_client(app, user)
+    for method in ("GET", "DELETE"):
+        await error_body(await ada.open(path, method=method), 404, "not_found")
+
+
 async def test_revoke_others(app: Quart, user: User) -> None:
     mine = await authenticated_client(app, user)
     others = [await authenticated_client(app, user) for _ in range(2)]

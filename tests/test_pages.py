@@ -201,6 +201,17 @@ async def test_register_success_signs_in_and_redirects(app: Quart, client: Quart
     assert (await client.get("/protected")).status_code == 200
 
 
+@pytest.mark.parametrize(
+    "name", ["\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", "Ada \U0001f469\u200d\U0001f4bb"]
+)
+async def test_names_keep_the_joiners_scripts_and_emoji_need(
+    app: Quart, client: QuartClient, name: str
+) -> None:  # ZWNJ in Persian, ZWJ in emoji: format characters a name may hold
+    form = {"email": "n@example.com", "password": NEW_PASSWORD, "name": name}
+    assert (await client.post("/register", form=form)).status_code == 303
+    assert rows(app, "SELECT name FROM users") == [(name,)]
+
+
 async def test_register_name_defaults_to_email_local_part(app: Quart, client: QuartClient) -> None:
     response = await client.post(
         "/register", form={"email": "linus@example.com", "password": NEW_PASSWORD}
@@ -226,6 +237,22 @@ async def test_register_name_defaults_to_email_local_part(app: Quart, client: Qu
         ),
         (
             {"email": "ok@example.com", "password": NEW_PASSWORD, "name": "bell\x07"},
+            {"name": "without control characters"},
+        ),
+        (
+            {"email": "ok@example.com", "password": NEW_PASSWORD, "name": "Ada\U00078257"},
+            {"name": "without control characters"},
+        ),
+        (
+            {"email": "ok@example.com", "password": NEW_PASSWORD, "name": "Ada\ue000"},
+            {"name": "without control characters"},
+        ),
+        (
+            {"email": "ok@example.com", "password": NEW_PASSWORD, "name": "Ada\u2028Lovelace"},
+            {"name": "without control characters"},
+        ),
+        (
+            {"email": "ok@example.com", "password": NEW_PASSWORD, "name": "\u202egnp.exe"},
             {"name": "without control characters"},
         ),
         (

@@ -78,7 +78,8 @@ Name = Annotated[
     str,
     doc(
         f"Display name, trimmed and NFC-normalised: at most {NAME_MAX} characters then, "
-        "no control characters. Empty or absent: the email's local part.",
+        "no control, unassigned or private-use characters, line separators or bidi "
+        "controls. Empty or absent: the email's local part.",
         maxLength=NAME_MAX,
         pattern="^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
     ),

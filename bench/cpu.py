@@ -1,6 +1,6 @@
 """python -m bench.cpu: CPU per request of GET /protected and of a bare Quart hello, in-process.
 
-The ASGI apps are called directly on one uvloop event loop (no sockets, no Hypercorn), a
+The ASGI apps are called directly on one asyncio event loop (no sockets, no Hypercorn), a
 fixed number of requests `--concurrency` at a time, and the process's CPU time (every
 thread: the event loop and aiosqlite's) is divided by the requests. Less sensitive to
 other load on a shared machine than wrk's throughput, so it decides what to cut; the
@@ -171,13 +171,11 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--before", type=Path, help="a file defining before(app): see above")
     args = parser.parse_args()
-    import uvloop
-
     with tempfile.TemporaryDirectory(prefix="cpu-") as workdir:
         database = Path(workdir) / "db.sqlite3"
         prepare.create(database, 100, 4)
         tokens = prepare.add_sessions(database, 100, 100)
-        uvloop.run(measure(database, tokens, args))
+        asyncio.run(measure(database, tokens, args))
     return 0
 
 

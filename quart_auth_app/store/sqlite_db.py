@@ -22,6 +22,7 @@ import aiosqlite
 from . import StoreUnavailable
 from .files import exclusive, own_files, try_flock
 from .migrations import newest_migration
+from .sqlite_batch import BatchedReads
 from .sqlite_connection import Transaction, connect, execute
 from .sqlite_upkeep import apply_migrations, truncate_wal, use_wal
 
@@ -38,6 +39,7 @@ class SQLiteDatabase:
         self._writer: aiosqlite.Connection | None = None
         self._readers: list[aiosqlite.Connection] = []
         self._next_reader = 0
+        self._reads = BatchedReads(self._reader)
         self._write_lock = asyncio.Lock()
         self._open_lock = asyncio.Lock()
 
@@ -150,13 +152,20 @@ class SQLiteDatabase:
         """The rows of one read, on a reader connection (never waits for writers)."""
         if not self._readers:
             await self.open()
-        self._next_reader = (self._next_reader + 1) % len(self._readers)
         try:
-            # One trip to the connection's thread (execute + fetchall there), not three; the
-            # statement is exhausted, so it holds no read snapshot afterwards.
-            return list(await self._readers[self._next_reader].execute_fetchall(sql, params))
+            # Executed and fetched on a reader's thread with the other reads of this loop
+            # turn, in one trip (sqlite_batch.py); the statement is exhausted, so it holds no
+            # read snapshot afterwards.
+            return await self._reads.fetch_all(sql, params)
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(str(exc)) from exc
+
+    def _reader(self) -> aiosqlite.Connection:
+        """The reader connections in turn, a trip each (ValueError once closed)."""
+        if not self._readers:
+            raise ValueError("the database is closed")
+        self._next_reader = (self._next_reader + 1) % len(self._readers)
+        return self._readers[self._next_reader]
 
     async def fetch_one(
         self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] = ()

@@ -25,7 +25,8 @@ from .metrics import run_queued
 
 PREHASH_KEY = b"quart_auth_app/password/v1"
 # How far below the event loop the bcrypt threads run: +10 left a sign-in 4.4 s (p99) while
-# pages kept the loops busy, +5 3.2 s, with pages 7 % slower (docs/PERFORMANCE.md).
+# pages kept the loops busy, +5 3.2 s, with pages 7 % slower; on asyncio workers +5 gives
+# 2.3 s, and 0 (2.4 s) let a sign-in storm push page p99 to 6.9 x (docs/PERFORMANCE.md).
 BCRYPT_NICE = 5
 
 # zxcvbn's cost (SPEC §7: bounded) grows with the square of the length times the number of

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import gc
+from typing import Any
+
 import pytest
 from quart import Quart, Response, request
 from quart.globals import request_ctx
 from quart.wrappers.base import BaseRequestWebsocket
 
-from quart_auth_app.requestpath import BlueprintsOnce, split_blueprints
+from quart_auth_app import create_app
+from quart_auth_app.requestpath import GC_THRESHOLDS, BlueprintsOnce, split_blueprints
 
 
 @pytest.mark.parametrize(
@@ -49,3 +53,17 @@ async def test_make_response_passes_a_response_and_converts_the_rest(app: Quart)
         made = await app.make_response(({"a": 1}, 201))
     assert made.status_code == 201
     assert await made.get_json() == {"a": 1}
+
+
+async def test_a_serving_app_collects_its_youngest_objects_less_often(
+    config: dict[str, Any],
+) -> None:
+    gc.set_threshold(700, 10, 10)  # Python's default
+    try:
+        app = create_app(config)
+        assert gc.get_threshold() == (700, 10, 10)  # building an app changes nothing...
+        async with app.test_app():
+            assert gc.get_threshold() == GC_THRESHOLDS  # ...serving does
+        assert GC_THRESHOLDS[0] > 700 and GC_THRESHOLDS[1:] == (10, 10)
+    finally:
+        gc.set_threshold(*GC_THRESHOLDS)

@@ -29,8 +29,8 @@ FUNCTIONS_KEPT = 1024  # past this many distinct functions the memo starts afres
 # default (700, 10, 10) the cycle collector ran every few requests and, with hundreds in
 # flight, kept walking their live objects. Only the youngest generation's threshold is
 # raised: the older two still run every 10 collections, so garbage that outlived a request
-# in flight is found as soon as before. bench.cpu, 20 rounds: 327 -> 282 us of CPU per
-# GET /protected at 64 requests in flight, 326-444 -> 276-298 us at 256.
+# in flight is found as soon as before. bench.cpu, 20 rounds, 256 requests in flight: CPU
+# per GET /protected 326-444 -> 276-298 us (docs/PERFORMANCE.md).
 GC_THRESHOLDS = (10_000, 10, 10)
 
 

@@ -263,3 +263,33 @@ def test_a_slow_request_head_is_dropped_after_the_keep_alive(tmp_path: Path) -> 
                 sock.sendall(b"X-Slow: 1\r\n")
             assert sock.recv(64) == b""  # closed by the server
             assert time.monotonic() - started < 10
+
+
+def sockets_held(pid: int) -> int:
+    """How many sockets a process has open."""
+    fds = Path(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds.iterdir() if os.readlink(fd).startswith("socket:"))
+
+
+@pytest.mark.integration
+def test_connections_opened_at_once_are_spread_over_the_workers(tmp_path: Path) -> None:
+    """With one shared listening socket the worker that woke first took them all (6 tries
+    in 8): each worker now listens on sockets of its own (serve.own_sockets)."""
+    env = {"QUART_DATABASE": str(tmp_path / "app.sqlite3")}
+    with running(tmp_path, env, workers=2) as server:
+        all_workers_up(server, 2)
+        workers = sorted(server.worker_pids())
+        for attempt in range(3):
+            before = {pid: sockets_held(pid) for pid in workers}
+            clients = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(64)]
+            try:
+                for sock in clients:  # answered: accepted by one worker or the other
+                    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                for sock in clients:
+                    assert sock.recv(64).startswith(b"HTTP/1.1 200 "), attempt
+                taken = [sockets_held(pid) - before[pid] for pid in workers]
+            finally:
+                for sock in clients:
+                    sock.close()
+            assert sum(taken) == 64 and min(taken) >= 16, (attempt, taken)
+            time.sleep(0.5)  # the workers see the connections close

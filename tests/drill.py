@@ -285,6 +285,14 @@ def signal_group(pid: int, sig: int) -> None:
     os.killpg(pid, sig)
 
 
+def gone_within(pgid: int, seconds: float) -> list[int]:
+    """The members of process group `pgid` still there after at most `seconds`."""
+    deadline = time.monotonic() + seconds
+    while (left := group_members(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
 def group_members(pgid: int) -> list[int]:
     """PIDs still in process group `pgid` (from /proc)."""
     members = []

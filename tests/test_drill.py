@@ -508,5 +508,5 @@ def test_killing_the_launcher_alone_leaves_its_worker_serving(tmp_path: Path) ->
         assert group_members(node.process.pid) == [p for p in members if p != node.process.pid]
     finally:
         os.killpg(node.process.pid, signal.SIGKILL)  # the group: every process goes
+    assert gone_within(node.process.pid, 5.0) == []  # (once it has freed its memory)
     assert port_free(node.port)
-    assert group_members(node.process.pid) == []

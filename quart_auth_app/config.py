@@ -31,7 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "DEVICE_COOKIE_NAME": "device",
     "DEVICE_COOKIE_LIFETIME": 31536000,  # a year: the browser stays known to the account
     "EVENT_RETENTION": 31536000,  # seconds security events are kept
-    "EVENTS_PER_USER": 1000,  # and at most this many per user, the newest
+    "EVENTS_PER_USER": 1000,  # and at most this many per user, the newest (the purge trims)
     "MAX_SESSIONS_PER_USER": 100,  # past this, a sign-in ends the least recently used one
     "SESSION_MAX_FLASHES": 10,  # unread flash messages kept per session, newest first
     "SESSION_MAX_BYTES": 4096,  # session data size; the oldest flashes go past it

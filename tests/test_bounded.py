@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from quart import Quart
 from quart.testing import QuartClient
 
 from quart_auth_app import agents
+from quart_auth_app.purge import purge_expired
 from quart_auth_app.sessions import ServerSession
 from quart_auth_app.store import User
 from quart_auth_app.testing import authenticated_client, create_user, login_session
@@ -149,19 +151,39 @@ async def test_account_page_is_paginated(app: Quart, user: User) -> None:
     assert odd.status_code == 200
 
 
-async def test_events_are_capped_per_user(app: Quart, user: User) -> None:
-    """Each new event (the provisional failure ones too) trims the user's oldest."""
+async def test_events_are_capped_per_user_by_the_purge(app: Quart, user: User) -> None:
+    """The purge trims each account to its newest `events_per_user` events (failed sign-ins'
+    too); a request never does (it would make a known account's failure cost more)."""
     store = app.extensions["auth_store"]
     store.events_per_user = 5
+    other = await create_user(app, "bob@example.com", PASSWORD)
     for n in range(8):
-        await store.insert_event(user.id, f"event {n}", "10.0.0.1", "agent", 1000.0 + n)
-    kinds = [e.kind for e in await store.select_events_of_user(user.id, 50)]
-    assert kinds == [f"event {n}" for n in range(7, 2, -1)]
+        await store.insert_event(user.id, f"event {n}", "10.0.0.1", "agent", time.time() + n)
+        await store.insert_event(other.id, f"event {n}", "10.0.0.1", "agent", time.time() + n)
     for _ in range(3):  # failed sign-ins record their events through the throttle
         body = {"email": user.email, "password": "wrong password"}
         assert (await app.test_client().post("/api/login", json=body)).status_code == 401
+    assert len(await store.select_events_of_user(user.id, 50)) == 11  # nothing trimmed yet
+    await purge_expired(app.config, store)
     kinds = [e.kind for e in await store.select_events_of_user(user.id, 50)]
-    assert kinds == ["sign-in failed"] * 3 + ["event 7", "event 6"]
+    assert kinds == ["event 7", "event 6", "event 5", "event 4", "event 3"]  # the newest
+    kinds = [e.kind for e in await store.select_events_of_user(other.id, 50)]
+    assert kinds == ["event 7", "event 6", "event 5", "event 4", "event 3"]
+
+
+async def test_ownerless_events_go_after_a_throttle_window(app: Quart, user: User) -> None:
+    """Failed sign-ins of unknown emails leave events with no owner (equal cost); the purge
+    drops them once their window is over, and keeps accounts' events to EVENT_RETENTION."""
+    store = app.extensions["auth_store"]
+    for email in ("ghost@example.com", user.email):
+        body = {"email": email, "password": "wrong password"}
+        assert (await app.test_client().post("/api/login", json=body)).status_code == 401
+    await purge_expired(app.config, store)  # still inside the window: both kept
+    assert sorted(rows(app, "SELECT user_id IS NULL FROM events")) == [(False,), (True,)]
+    window = float(app.config["THROTTLE_WINDOW"])
+    rows(app, "UPDATE events SET created_at = created_at - ?", window + 1)
+    await purge_expired(app.config, store)
+    assert rows(app, "SELECT user_id FROM events") == [(user.id,)]
 
 
 async def test_rows_from_before_device_names_are_never_parsed_per_request(

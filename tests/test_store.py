@@ -53,6 +53,45 @@ async def test_migrations_set_user_version_and_are_idempotent(tmp_path: Path) ->
     assert {"users", "sessions", "throttle", "events"} <= tables
 
 
+async def test_events_keep_their_rows_and_cascade_across_the_rebuild(tmp_path: Path) -> None:
+    """Migration 8 rebuilds `events` (owner made optional): a database from before it keeps
+    every event, and deleting an account still deletes its events."""
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:
+        for number, statements in split_migrations(SCHEMA):
+            if number < 8:
+                for statement in statements:
+                    db.execute(statement)
+        db.execute("PRAGMA user_version = 7")
+        db.execute(
+            "INSERT INTO users (email, name, password_hash, created_at) VALUES ('a@b.co', 'A', 'h', 1)"
+        )
+        db.execute(
+            """INSERT INTO events (user_id, kind, ip, user_agent, created_at, device)
+               VALUES (1, 'sign-in', '10.0.0.1', 'agent', 5.0, 'Firefox')"""
+        )
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        [event] = await store.select_events_of_user(1, 10)
+        assert (event.kind, event.ip, event.created_at, event.device) == (
+            "sign-in",
+            "10.0.0.1",
+            5.0,
+            "Firefox",
+        )
+        ghost = FailureEvent("ghost@example.com", "sign-in failed", "10.0.0.1", "agent", "")
+        assert (await store.hit_throttles({"k": 9}, 6.0, 60, ghost)).event_id is not None
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("DELETE FROM users WHERE id = 1")
+        assert db.execute("SELECT user_id, kind FROM events").fetchall() == [
+            (None, "sign-in failed")
+        ]
+
+
 async def test_wal_mode_and_foreign_keys(tmp_path: Path) -> None:
     path = tmp_path / "wal.sqlite3"
     store = SQLiteStore(str(path))
@@ -241,10 +280,13 @@ async def test_failure_event_is_provisional_and_same_for_unknown(store: Store) -
     unknown = FailureEvent("ghost@example.com", "sign-in failed", "10.0.0.1", "agent", "Agent")
     first = await store.hit_throttles({"a": 9}, 100.0, 60, known)
     assert first.retry_after is None and first.event_id is not None
-    assert await store.hit_throttles({"b": 9}, 100.0, 60, unknown) == Admission(None, None)
+    ghost = await store.hit_throttles({"b": 9}, 100.0, 60, unknown)  # the same row, no owner
+    assert ghost.retry_after is None and ghost.event_id is not None
     second = await store.hit_throttles({"a": 9}, 101.0, 60, known)
     await store.settle_throttles([], ["a"], second.event_id)  # the second one succeeded
     assert [e.kind for e in await store.select_events_of_user(user.id, 10)] == ["sign-in failed"]
+    assert await store.delete_ownerless_events(100.5, 10) == 1  # the unknown email's
+    assert await store.delete_ownerless_events(1e9, 10) == 0  # never an account's
     assert (await store.select_throttle("a", 101.0, 60))[:2] == (1, 100.0)
 
 

@@ -136,3 +136,9 @@ CREATE TABLE used_challenges (
     expires_at  DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX used_challenges_expires_at ON used_challenges (expires_at);
+
+-- migration 8
+-- A failed sign-in writes its event for an unknown email too, with no owner (user_id NULL),
+-- so known and unknown emails write the same row (SPEC §7, equal cost); the purge drops
+-- ownerless events after a throttle window.
+ALTER TABLE events ALTER COLUMN user_id DROP NOT NULL;

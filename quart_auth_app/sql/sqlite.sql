@@ -134,3 +134,24 @@ CREATE TABLE used_challenges (
     expires_at  REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX used_challenges_expires_at ON used_challenges (expires_at);
+
+-- migration 8
+-- A failed sign-in writes its event for an unknown email too, with no owner (user_id NULL),
+-- so known and unknown emails write the same row (SPEC §7, equal cost); the purge drops
+-- ownerless events after a throttle window. SQLite cannot drop a NOT NULL: the table is
+-- rebuilt (nothing references it).
+CREATE TABLE events_new (
+    id          INTEGER PRIMARY KEY,
+    user_id     INTEGER REFERENCES users (id) ON DELETE CASCADE,
+    kind        TEXT    NOT NULL,
+    ip          TEXT    NOT NULL,
+    user_agent  TEXT    NOT NULL,
+    created_at  REAL    NOT NULL,
+    device      TEXT    NOT NULL DEFAULT ''
+);
+INSERT INTO events_new (id, user_id, kind, ip, user_agent, created_at, device)
+    SELECT id, user_id, kind, ip, user_agent, created_at, device FROM events;
+DROP TABLE events;
+ALTER TABLE events_new RENAME TO events;
+CREATE INDEX events_user_id_created_at ON events (user_id, created_at);
+CREATE INDEX events_created_at ON events (created_at);

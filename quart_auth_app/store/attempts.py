@@ -16,18 +16,20 @@ HIT_THROTTLE = """
       last_hit = :now
     RETURNING count, window_start
 """
-# An event for the user `{user}` names (a subquery, so an unknown email inserts nothing by
-# the very same statement), then that user's events past the newest :keep (SPEC §7: events
-# bounded per user, not only in time).
-INSERT_EVENT = """
+# An event of a known account; nothing if the account is gone meanwhile.
+OWNED_EVENT = """
     INSERT INTO events (user_id, kind, ip, user_agent, device, created_at)
-    SELECT id, :kind, :ip, :agent, :device, :now FROM users WHERE id = {user} RETURNING id
+    SELECT id, :kind, :ip, :agent, :device, :now FROM users WHERE id = :user_id RETURNING id
 """
-TRIM_EVENTS = """
-    DELETE FROM events WHERE user_id = {user} AND id NOT IN (
-      SELECT id FROM events WHERE user_id = {user} ORDER BY created_at DESC, id DESC LIMIT :keep)
+# A failed sign-in's event, for the account the typed email names or none (user_id NULL):
+# known and unknown emails write the same row by the same statement (SPEC §7, equal cost).
+# Nothing on a request's path reads a user's other events: the purge trims each account to
+# its newest `events_per_user` and drops ownerless events after a throttle window.
+FAILURE_EVENT = """
+    INSERT INTO events (user_id, kind, ip, user_agent, device, created_at)
+    VALUES ((SELECT id FROM users WHERE email = :email), :kind, :ip, :agent, :device, :now)
+    RETURNING id
 """
-USER_BY_EMAIL = "(SELECT id FROM users WHERE email = :email)"
 
 
 class _Refused(Exception):
@@ -63,7 +65,8 @@ class AttemptQueries(Engine):
 
         Past any key's limit nothing is written and the wait is returned. Otherwise
         `failure` is recorded, provisionally, for the account its email names: the same
-        statements run whether or not that account exists (SPEC §7, equal cost).
+        row, by the same statements, whether or not that account exists (SPEC §7, equal
+        cost).
         """
         over = 0.0
         try:
@@ -80,7 +83,7 @@ class AttemptQueries(Engine):
                     return Admission(None)
                 event_id = await self._insert_event(
                     tx,
-                    USER_BY_EMAIL,
+                    FAILURE_EVENT,
                     {"email": failure.email},
                     failure.kind,
                     failure.ip,
@@ -114,13 +117,13 @@ class AttemptQueries(Engine):
     ) -> None:
         async with self.transaction() as tx:
             await self._insert_event(
-                tx, ":user_id", {"user_id": user_id}, kind, ip, user_agent, device, now
+                tx, OWNED_EVENT, {"user_id": user_id}, kind, ip, user_agent, device, now
             )
 
     async def _insert_event(
         self,
         tx: Queries,
-        user: str,
+        statement: str,
         who: dict[str, Any],
         kind: str,
         ip: str,
@@ -128,14 +131,30 @@ class AttemptQueries(Engine):
         device: str,
         now: float,
     ) -> int | None:
-        """Record an event for the user the SQL expression `user` names (bound by `who`)
-        and trim that user's oldest past `events_per_user`; the event's id, if one was made."""
+        """Record an event by `statement` (its owner bound by `who`); its id, if one was made."""
         row = await tx.fetch_one(
-            INSERT_EVENT.format(user=user),
+            statement,
             {**who, "kind": kind, "ip": ip, "agent": user_agent, "device": device, "now": now},
         )
-        await tx.execute(TRIM_EVENTS.format(user=user), {**who, "keep": self.events_per_user})
         return int(row["id"]) if row else None
+
+    async def select_users_over_event_cap(self, keep: int) -> list[int]:
+        """The accounts with more than `keep` events (an index-only scan, for the purge)."""
+        rows = await self.fetch_all(
+            """SELECT user_id FROM events WHERE user_id IS NOT NULL
+               GROUP BY user_id HAVING count(*) > :keep""",
+            {"keep": keep},
+        )
+        return [int(row["user_id"]) for row in rows]
+
+    async def trim_events(self, user_id: int, keep: int) -> int:
+        """Delete the user's events past the newest `keep`; how many went."""
+        return await self.execute(
+            """DELETE FROM events WHERE user_id = :user_id AND id NOT IN (
+                 SELECT id FROM events WHERE user_id = :user_id
+                 ORDER BY created_at DESC, id DESC LIMIT :keep)""",
+            {"user_id": user_id, "keep": keep},
+        )
 
     async def select_events_of_user(self, user_id: int, limit: int) -> list[Event]:
         rows = await self.fetch_all(

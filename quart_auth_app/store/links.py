@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import EmailTaken, NewEvent, Outgoing, Token, User
-from .attempts import AttemptQueries
+from .attempts import OWNED_EVENT, AttemptQueries
 from .engine import Queries
 from .mail import queue_mail
 from .sessions import USER_COLUMNS, user_row
@@ -164,5 +164,5 @@ class LinkQueries(AttemptQueries):
     async def _record(self, tx: Queries, user_id: int, event: NewEvent, now: float) -> None:
         who: dict[str, Any] = {"user_id": user_id}
         await self._insert_event(
-            tx, ":user_id", who, event.kind, event.ip, event.user_agent, event.device, now
+            tx, OWNED_EVENT, who, event.kind, event.ip, event.user_agent, event.device, now
         )

@@ -96,3 +96,11 @@ class PostgresStore(PostgresDatabase, SQLStore):
                  ORDER BY created_at LIMIT :limit))""",
             {"cutoff": cutoff, "limit": limit},
         )
+
+    async def delete_ownerless_events(self, cutoff: float, limit: int) -> int:
+        return await self.execute(
+            """DELETE FROM events WHERE id = ANY(ARRAY(
+                 SELECT id FROM events WHERE user_id IS NULL AND created_at < :cutoff
+                 ORDER BY created_at LIMIT :limit))""",
+            {"cutoff": cutoff, "limit": limit},
+        )

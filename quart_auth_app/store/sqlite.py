@@ -81,3 +81,11 @@ class SQLiteStore(SQLiteDatabase, SQLStore):
                  SELECT id FROM events WHERE created_at < :cutoff LIMIT :limit)""",
             {"cutoff": cutoff, "limit": limit},
         )
+
+    async def delete_ownerless_events(self, cutoff: float, limit: int) -> int:
+        return await self.execute(
+            """DELETE FROM events WHERE id IN (
+                 SELECT id FROM events WHERE user_id IS NULL AND created_at < :cutoff
+                 LIMIT :limit)""",
+            {"cutoff": cutoff, "limit": limit},
+        )

@@ -1,9 +1,19 @@
-"""A bare ASGI "hello" app: the ceiling Hypercorn reaches with the same hypercorn.toml."""
+"""A bare ASGI "hello" app: the ceiling Hypercorn reaches with the same hypercorn.toml.
+
+Served by `bench.launch`: each worker logs its requests with the app launcher's access
+logger (set below, when the worker loads this module, as `quart_auth_app.serve` does).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from hypercorn.config import Config
+
+from quart_auth_app.serve import RedactingLogger
+
+Config.logger_class = RedactingLogger
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]

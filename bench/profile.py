@@ -16,10 +16,11 @@ from pathlib import Path
 
 from . import prepare
 from .__main__ import raise_file_limit
-from .server import APP, HELLO, ROOT, start
+from .server import APP, HELLO, QUART_HELLO, ROOT, start
 from .wrk import Wrk
 
 PY_SPY = Path(sys.executable).parent / "py-spy"
+SERVERS = {"app": APP, "quart": QUART_HELLO, "hello": HELLO}
 PACKAGES = [
     "quart_auth_app",
     "quart_schema",
@@ -79,7 +80,7 @@ def read_raw(path: Path) -> list[tuple[list[str], int]]:
     stacks = []
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if stack:
+        if stack and count.isdigit():  # a frame's name may hold a line break: skip its halves
             stacks.append((stack.split(";"), int(count)))
     return stacks
 
@@ -88,7 +89,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     parser.add_argument("--connections", type=int, default=256)
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--hello", action="store_true", help="profile the bare hello app")
+    parser.add_argument(
+        "--server",
+        choices=SERVERS,
+        default="app",
+        help="the app, the bare Quart hello, or the bare ASGI hello",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     raise_file_limit()
@@ -103,7 +109,7 @@ def main() -> int:
             "QUART_THROTTLE_ENABLED": "false",
             "QUART_SECRET_KEY": secrets.token_urlsafe(32),
         }
-        server = start("profiled", HELLO if args.hello else APP, env, work)
+        server = start("profiled", SERVERS[args.server], env, work)
         try:
             load = Wrk(
                 server.url + "/protected",
@@ -130,7 +136,7 @@ def main() -> int:
         stacks = []
         for pid in server.workers:
             raw = work / f"{pid}.txt"
-            (args.out / f"profile-{'hello' if args.hello else 'app'}-{pid}.txt").write_text(
+            (args.out / f"profile-{args.server}-{args.connections}-{pid}.txt").write_text(
                 raw.read_text()
             )
             stacks += read_raw(raw)

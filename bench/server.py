@@ -17,9 +17,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "hypercorn.toml"
-HYPERCORN = Path(sys.executable).parent / "hypercorn"
 APP = "quart_auth_app:create_app()"  # started through the app's launcher, as users start it
 LAUNCHER = [sys.executable, "-m", "quart_auth_app.serve"]
+HELLO_LAUNCHER = [sys.executable, "-m", "bench.launch"]  # the same sockets and access log
 HELLO = "bench.hello:app"
 QUART_HELLO = "bench.hello:create_quart_hello()"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -129,15 +129,17 @@ def _worker_pids(parent: int) -> list[int]:
 
 
 def start(name: str, app: str, env: Mapping[str, str], logdir: Path) -> Server:
-    """Start `hypercorn --config hypercorn.toml APP` on a free port (the app itself through
-    `python -m quart_auth_app.serve`, its launcher: README); wait for /healthz."""
+    """Start Hypercorn with `--config hypercorn.toml` on a free port: the app through its
+    launcher (`python -m quart_auth_app.serve`, as README says), a hello through
+    `bench.launch` (the launcher's sockets and access log, nothing of the app); wait for
+    /healthz."""
     expected_workers = configured_workers()
     port = free_port()
     log = logdir / f"{name}.log"
     # The access log goes to stdout: it is formatted as users run it, but not kept.
     with log.open("ab") as errors:
         options = ["--config", str(CONFIG), "--bind", f"127.0.0.1:{port}"]
-        command = [*LAUNCHER, *options] if app == APP else [str(HYPERCORN), *options, app]
+        command = [*LAUNCHER, *options] if app == APP else [*HELLO_LAUNCHER, *options, app]
         process = subprocess.Popen(
             command,
             cwd=ROOT,

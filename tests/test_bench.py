@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import threading
 import time
@@ -16,7 +17,7 @@ import pytest
 
 from bench import prepare, wrk
 from bench.__main__ import run
-from bench.server import APP, start
+from bench.server import APP, QUART_HELLO, start
 from quart_auth_app.passwords import BCRYPT_NICE, Hasher
 from quart_auth_app.store.sqlite import SQLiteStore
 
@@ -129,6 +130,34 @@ def test_real_wrk_counts_non_2xx_and_socket_errors(tmp_path: Path, hang_up_port:
     assert unanswered.requests == 0
     assert unanswered.read_errors > 0
     assert unanswered.errors == unanswered.socket_errors
+
+
+def listening_sockets(pid: int, port: int) -> int:
+    """How many sockets listening on `port` the process `pid` holds."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # LISTEN
+                inodes.add(fields[9])
+    links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+    return sum(link == f"socket:[{inode}]" for link in links for inode in inodes)
+
+
+@pytest.mark.integration
+def test_the_hellos_are_served_the_way_the_app_is(tmp_path: Path) -> None:
+    """Each hello worker listens on sockets of its own and logs through the app launcher's
+    access logger (its JSON format shows it), so the ratios measure the app's machinery."""
+    server = start("quart", QUART_HELLO, {"QUART_LOG_FORMAT": "json"}, tmp_path)
+    try:
+        assert len(server.workers) == 2
+        assert [listening_sockets(pid, server.port) for pid in server.workers] == [1, 1]
+        assert listening_sockets(server.process.pid, server.port) == 0
+        started = [line for line in server.log.read_text().splitlines() if "Running on" in line]
+        assert len(started) == 2
+        assert all(json.loads(line)["message"].startswith("Running on") for line in started)
+    finally:
+        server.stop()
 
 
 @needs_wrk

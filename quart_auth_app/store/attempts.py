@@ -139,7 +139,7 @@ class AttemptQueries(Engine):
         return int(row["id"]) if row else None
 
     async def select_users_over_event_cap(self, keep: int) -> list[int]:
-        """The accounts with more than `keep` events (an index-only scan, for the purge)."""
+        """The accounts with more than `keep` events (one scan of the events; the purge only)."""
         rows = await self.fetch_all(
             """SELECT user_id FROM events WHERE user_id IS NOT NULL
                GROUP BY user_id HAVING count(*) > :keep""",

@@ -151,7 +151,14 @@ def test_the_hellos_are_served_the_way_the_app_is(tmp_path: Path) -> None:
     server = start("quart", QUART_HELLO, {"QUART_LOG_FORMAT": "json"}, tmp_path)
     try:
         assert len(server.workers) == 2
-        assert [listening_sockets(pid, server.port) for pid in server.workers] == [1, 1]
+        held: list[int] = []
+        deadline = time.monotonic() + 30  # /healthz answers once one worker listens
+        while time.monotonic() < deadline:
+            held = [listening_sockets(pid, server.port) for pid in server.workers]
+            if held == [1, 1]:
+                break
+            time.sleep(0.1)
+        assert held == [1, 1]
         assert listening_sockets(server.process.pid, server.port) == 0
         started = [line for line in server.log.read_text().splitlines() if "Running on" in line]
         assert len(started) == 2

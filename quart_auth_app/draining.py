@@ -26,9 +26,10 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
-from quart import Quart, Response, request
+from quart import Quart, Request, Response
 
 from .metrics import DRAINING, begin_draining
+from .requestpath import on_response
 
 SIGTERM = signal.SIGTERM
 
@@ -50,11 +51,11 @@ def drain_on_sigterm(app: Quart, launcher: int) -> None:
         # is delivered now, to `drain`.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {SIGTERM})
 
-    @app.after_request
-    async def close_when_draining(response: Response) -> Response:
-        if app.extensions.get(DRAINING) and request.http_version.startswith("1"):
+    def close_when_draining(answered: Request, response: Response) -> None:
+        if app.extensions.get(DRAINING) and answered.http_version.startswith("1"):
             response.headers["Connection"] = "close"  # HTTP/2 has no such header
-        return response
+
+    on_response(app, close_when_draining)
 
     app.asgi_app = unavailable_when_cut(app.asgi_app)  # type: ignore[method-assign,assignment]
 

@@ -33,6 +33,7 @@ from quart import Blueprint, Request, Response, current_app, jsonify, request
 from quart_schema import hide
 
 from .errors import from_status
+from .requestpath import on_response
 from .services import services
 from .store import StoreUnavailable
 
@@ -114,6 +115,19 @@ def observe(route: str, method: str, status: int, seconds: float) -> None:
         _children[key] = children
     children[0].inc()
     children[1].observe(seconds)
+
+
+def count_request(answered: Request, response: Response) -> None:
+    """Count and time a request as its response goes out (a step of `on_response`)."""
+    rule = answered.url_rule
+    method = answered.method
+    started = getattr(answered, "started", None)
+    observe(
+        rule.rule if rule is not None else "unmatched",
+        method if method in METHODS else "OTHER",
+        response.status_code,
+        time.perf_counter() - started if started is not None else 0.0,
+    )
 
 
 def sign_in(outcome: SignIn) -> None:
@@ -269,16 +283,7 @@ def init_metrics(app: Quart) -> None:
     app.request_class = TimedRequest
     app.register_blueprint(bp)
 
-    @app.after_request
-    async def count_request(response: Response) -> Response:
-        rule = request.url_rule
-        method = request.method if request.method in METHODS else "OTHER"
-        started = getattr(request, "started", None)
-        elapsed = time.perf_counter() - started if started is not None else 0.0
-        observe(
-            rule.rule if rule is not None else "unmatched", method, response.status_code, elapsed
-        )
-        return response
+    on_response(app, count_request)
 
     handler = app.error_handler_spec[None][None].get(StoreUnavailable)
     if handler is not None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from quart import Response, request
+from quart import Request, Response
+from quart.globals import request_ctx
 from quart.json.provider import DefaultJSONProvider
+from werkzeug.datastructures import Headers
 
 from .errors import AppError, from_status
+from .requestpath import on_response
 
 if TYPE_CHECKING:
     from quart import Quart
@@ -42,6 +45,7 @@ HEADERS = {
 
 # What add_headers appends to a private response that sets none of these itself (nearly all).
 PRIVATE_HEADERS = [*HEADERS.items(), ("Cache-Control", "no-store"), ("Vary", "Cookie")]
+CHECKED_HEADERS = Headers(PRIVATE_HEADERS).to_wsgi_list()
 REMOVED = ("Server", "Access-Control-Allow-Origin")
 SET_HERE = frozenset(name.lower() for name, _ in PRIVATE_HEADERS) | {n.lower() for n in REMOVED}
 
@@ -77,7 +81,7 @@ class BoundedJSONProvider(DefaultJSONProvider):
             raise ValueError("JSON nested too deeply") from None
 
 
-async def refuse_crowded_form(max_parts: int) -> None:
+async def refuse_crowded_form(asked: Request, max_parts: int) -> None:
     """400 for a query string, 413 for a URL-encoded body, of more than `max_parts` fields,
     before either is parsed.
 
@@ -85,13 +89,35 @@ async def refuse_crowded_form(max_parts: int) -> None:
     (what fits in Hypercorn's 16 KB request head) ~25 ms; counting separators costs
     microseconds, and no form or page of this app takes more than a handful of fields.
     """
-    if request.query_string.count(b"&") >= max_parts:
+    if asked.query_string.count(b"&") >= max_parts:
         raise from_status(400, "The address has too many parameters.")
-    if request.method in SAFE_METHODS or request.mimetype not in URLENCODED:
+    if asked.method in SAFE_METHODS or asked.mimetype not in URLENCODED:
         return
-    body = await request.get_data(True, False, False)  # bounded by MAX_CONTENT_LENGTH (413)
+    body = await asked.get_data(True, False, False)  # bounded by MAX_CONTENT_LENGTH (413)
     if body.count(b"&") >= max_parts:
         raise from_status(413, "The form has too many fields.")
+
+
+def add_headers(answered: Request, response: Response) -> None:
+    """The security headers, on every response (a step of `on_response`)."""
+    # Static files may be cached; anything else under /static/ (a 404 page, which shows
+    # who is signed in and their flashes) is as private as every other page.
+    private = answered.endpoint != "static" or response.status_code >= 300
+    present = {key.lower() for key, _ in response.headers.items()}
+    if private and present.isdisjoint(SET_HERE):
+        # The usual case, in one step: setting each header scans the list for it, and
+        # `extend` checks each value again for newlines (these were checked once, at import).
+        response.headers._list.extend(CHECKED_HEADERS)  # werkzeug's list of (name, value)
+        return
+    # Not headers.setdefault: werkzeug raises and catches a KeyError for every absent name.
+    for name, value in HEADERS.items():
+        if name.lower() not in present:
+            response.headers[name] = value
+    if private:
+        response.headers["Cache-Control"] = "no-store"
+        response.vary.add("Cookie")
+    for name in REMOVED:
+        response.headers.pop(name, None)
 
 
 def init_security(app: Quart) -> None:
@@ -100,32 +126,14 @@ def init_security(app: Quart) -> None:
 
     @app.before_request
     async def refuse_cross_origin_and_crowded_forms() -> None:  # one hook: one call a request
-        if request.method not in SAFE_METHODS and is_cross_origin(
-            request.method,
-            request.headers.get("Sec-Fetch-Site"),
-            request.headers.get("Origin"),
-            request.headers.get("Host", ""),
+        asked = request_ctx.request  # looked up once, not at each read through `request`
+        if asked.method not in SAFE_METHODS and is_cross_origin(
+            asked.method,
+            asked.headers.get("Sec-Fetch-Site"),
+            asked.headers.get("Origin"),
+            asked.headers.get("Host", ""),
         ):
             raise CROSS_ORIGIN
-        await refuse_crowded_form(int(app.config["MAX_FORM_PARTS"]))
+        await refuse_crowded_form(asked, int(app.config["MAX_FORM_PARTS"]))
 
-    @app.after_request
-    async def add_headers(response: Response) -> Response:
-        # Static files may be cached; anything else under /static/ (a 404 page, which shows
-        # who is signed in and their flashes) is as private as every other page.
-        private = request.endpoint != "static" or response.status_code >= 300
-        present = {key.lower() for key, _ in response.headers.items()}
-        if private and present.isdisjoint(SET_HERE):
-            # The usual case, in one step: setting each header scans the list for it.
-            response.headers.extend(PRIVATE_HEADERS)
-            return response
-        # Not headers.setdefault: werkzeug raises and catches a KeyError for every absent name.
-        for name, value in HEADERS.items():
-            if name.lower() not in present:
-                response.headers[name] = value
-        if private:
-            response.headers["Cache-Control"] = "no-store"
-            response.vary.add("Cookie")
-        for name in REMOVED:
-            response.headers.pop(name, None)
-        return response
+    on_response(app, add_headers)

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from markupsafe import Markup, escape
-from quart import current_app, has_request_context
+from quart import current_app, get_flashed_messages, has_request_context
 from quart.globals import app_ctx, request_ctx
 
 from .agents import label
-from .auth import current_user
+from .sessions import FLASHES, ServerSession
 from .timefmt import ago, duration
 from .validation import EMAIL_MAX, NAME_MAX
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from quart import Quart
+    from quart.ctx import RequestContext
+    from werkzeug.local import LocalProxy
 
 
 def device_of(row: Any) -> str:
@@ -49,6 +53,37 @@ class Limits:
     @property
     def remember_days(self) -> int:
         return round(float(current_app.config["REMEMBER_LIFETIME"]) / 86400)
+
+
+class Flashes:
+    """The request's flashed messages, (category, message) pairs, taken from the session
+    when a template first reads them (`{% if flashes %}`, `{% for ... in flashes %}`), as
+    Quart's `get_flashed_messages(with_categories=True)` would: a call from a template
+    costs microseconds in Jinja's machinery, and nearly every page has none to show. A
+    template that never reads them (a fragment) leaves them for the next page."""
+
+    __slots__ = ("_context", "_taken")
+
+    def __init__(self, context: RequestContext) -> None:
+        self._context = context
+        self._taken: list[tuple[str, str]] | None = None
+
+    def _take(self) -> list[tuple[str, str]]:
+        if self._taken is None:
+            context = self._context
+            stored = cast("ServerSession", context.session)
+            waiting = context.flashes is not None or FLASHES in stored
+            self._taken = cast(
+                list[tuple[str, str]],
+                get_flashed_messages(with_categories=True) if waiting else [],
+            )
+        return self._taken
+
+    def __bool__(self) -> bool:
+        return bool(self._take())
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._take())
 
 
 URLS_KEPT = 1024  # built URLs remembered per app; past it the memo starts afresh
@@ -137,7 +172,10 @@ def init_templating(app: Quart) -> None:
 
     @app.context_processor
     async def inject_user() -> dict[str, Any]:
-        root = request_ctx.request.root_path if has_request_context() else None
+        # The request's context looked up once (each read through a proxy looks it up).
+        proxy = cast("LocalProxy[RequestContext]", request_ctx)
+        context = proxy._get_current_object() if has_request_context() else None
+        root = context.request.root_path if context is not None else None
         site = sites.get(root) if root is not None else None
         if site is None:
             site = SiteURLs.build(urls)
@@ -145,13 +183,17 @@ def init_templating(app: Quart) -> None:
                 if len(sites) >= URLS_KEPT:
                     sites.clear()
                 sites[root] = site
+        if context is None:
+            return {"g": app_ctx.g, "current_user": None, "site": site}
         # `g`, `request` and `session` too, as Quart's default processor gives them (dropped
         # below: one processor a render instead of two).
+        session = cast(ServerSession, context.session)
         return {
             "g": app_ctx.g,
-            "request": request_ctx.request,
-            "session": request_ctx.session,
-            "current_user": current_user(),
+            "request": context.request,
+            "session": session,
+            "current_user": session.user,
+            "flashes": Flashes(context),
             "site": site,
         }
 

@@ -11,7 +11,7 @@ from quart.globals import request_ctx
 from quart.wrappers.base import BaseRequestWebsocket
 
 from quart_auth_app import create_app
-from quart_auth_app.requestpath import GC_THRESHOLDS, BlueprintsOnce, split_blueprints
+from quart_auth_app.requestpath import GC_THRESHOLDS, BlueprintsOnce, on_response, split_blueprints
 
 
 @pytest.mark.parametrize(
@@ -67,3 +67,29 @@ async def test_a_serving_app_collects_its_youngest_objects_less_often(
         assert GC_THRESHOLDS[0] > 700 and GC_THRESHOLDS[1:] == (10, 10)
     finally:
         gc.set_threshold(*GC_THRESHOLDS)
+
+
+async def test_response_steps_run_in_order_with_the_request_on_every_answer(
+    config: dict[str, Any],
+) -> None:
+    app = create_app(config)
+    seen: list[tuple[str, str, int]] = []
+    on_response(
+        app, lambda asked, response: seen.append(("first", asked.path, response.status_code))
+    )
+    on_response(
+        app, lambda asked, response: seen.append(("second", asked.path, response.status_code))
+    )
+    async with app.test_app():
+        client = app.test_client()
+        assert (await client.get("/nowhere")).status_code == 404  # a handled error's answer
+        answered = await client.get("/login")
+    assert seen == [
+        ("first", "/nowhere", 404),
+        ("second", "/nowhere", 404),
+        ("first", "/login", 200),
+        ("second", "/login", 200),
+    ]
+    # One after-request hook runs every step (the metrics, the headers and the new two).
+    assert len(app.after_request_funcs[None]) == 1
+    assert answered.headers["X-Frame-Options"] == "DENY"  # the app's own steps ran too

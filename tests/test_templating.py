@@ -9,14 +9,16 @@ from html.parser import HTMLParser
 from typing import Any
 
 import pytest
-from quart import Quart, url_for
+from quart import Quart, flash, session, url_for
+from quart.globals import request_ctx
 from quart.testing import QuartClient
 
 from quart_auth_app import create_app, rendering
 from quart_auth_app.agents import describe as device
 from quart_auth_app.errors import AppError, from_status
 from quart_auth_app.rendering import awaits_nothing
-from quart_auth_app.templating import PageURLs, ago, duration, when
+from quart_auth_app.sessions import FLASHES
+from quart_auth_app.templating import Flashes, PageURLs, ago, duration, when
 
 NOW = 1_700_000_000.0
 
@@ -324,3 +326,20 @@ async def test_the_layout_links_are_url_for_and_follow_the_root_path(
             assert f'="{url_for(endpoint, **values)}"' in body, endpoint
     mounted = await auth_client.get("/protected", root_path="/mounted")
     assert 'href="/mounted/static/style.css"' in await mounted.get_data(as_text=True)
+
+
+async def test_flashes_are_taken_from_the_session_only_when_a_template_reads_them(
+    app: Quart,
+) -> None:
+    async with app.test_request_context("/"):
+        await flash("Saved.", "success")
+        context = request_ctx._get_current_object()  # type: ignore[attr-defined]
+        unread = Flashes(context)
+        assert FLASHES in session  # made, not read: the flashes wait in the session
+        read = Flashes(context)
+        assert bool(read) is True
+        assert list(read) == [("success", "Saved.")] == list(read)  # taken once, kept
+        assert FLASHES not in session  # shown once: gone from the stored session
+        assert list(unread) == [("success", "Saved.")]  # the request's, as Quart's helper
+    async with app.test_request_context("/"):
+        assert not Flashes(request_ctx._get_current_object())  # type: ignore[attr-defined]

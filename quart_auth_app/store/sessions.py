@@ -39,20 +39,29 @@ def user_row(row: Any, prefix: str = "") -> User:
 
 
 def session_row(row: Any) -> SessionRecord:
+    """A row of SESSIONS_WITH_USERS, read by position in SESSION_COLUMNS' order: every
+    signed-in request reads one, and a column looked up by name is a scan of the names."""
+    (id_, token_hash, user_id, data, remember, created_at, last_seen, expires_at,
+     user_agent, ip, epoch, device,
+     u_id, u_email, u_name, u_password_hash, u_created_at, u_epoch, u_verified) = row  # fmt: skip
     return SessionRecord(
-        id=row["id"],
-        token_hash=bytes(row["token_hash"]),
-        user_id=row["user_id"],
-        data=json.loads(row["data"]),
-        remember=bool(row["remember"]),
-        created_at=row["created_at"],
-        last_seen=row["last_seen"],
-        expires_at=row["expires_at"],
-        user_agent=row["user_agent"],
-        ip=row["ip"],
-        epoch=row["epoch"],
-        device=row["device"],
-        user=user_row(row, "u_") if row["user_id"] is not None else None,
+        id=id_,
+        token_hash=bytes(token_hash),
+        user_id=user_id,
+        data=json.loads(data),
+        remember=bool(remember),
+        created_at=created_at,
+        last_seen=last_seen,
+        expires_at=expires_at,
+        user_agent=user_agent,
+        ip=ip,
+        epoch=epoch,
+        device=device,
+        user=(
+            User(u_id, u_email, u_name, u_password_hash, u_created_at, u_epoch, bool(u_verified))
+            if user_id is not None
+            else None
+        ),
     )
 
 

@@ -171,6 +171,34 @@ async def test_events_are_capped_per_user_by_the_purge(app: Quart, user: User) -
     assert kinds == ["event 7", "event 6", "event 5", "event 4", "event 3"]
 
 
+@pytest.mark.parametrize("trim_first", [True, False], ids=["trim-then-settle", "settle-then-trim"])
+async def test_a_success_settling_while_the_purge_trims_loses_nothing_else(
+    app: Quart, user: User, trim_first: bool
+) -> None:
+    """A right password's attempt writes a provisional event and, once bcrypt agrees, drops
+    it (`settle`). The purge's trim may delete that row first: the settle then deletes
+    nothing, fails nothing, and still clears the throttle; either order leaves only the
+    events the trim keeps."""
+    store = app.extensions["auth_store"]
+    for n in range(3):  # newer than the attempt's: the trim reaches the provisional row
+        await store.insert_event(user.id, f"event {n}", "10.0.0.1", "agent", time.time() + 10 + n)
+    throttle = app.extensions["auth_services"].throttle
+    async with app.test_request_context("/api/login", method="POST"):
+        attempt = await throttle.check_signin(user.email, user, "sign-in failed")
+        assert attempt.event_id is not None
+        assert len(await store.select_events_of_user(user.id, 50)) == 4  # 3 + provisional
+        if trim_first:
+            assert await store.trim_events(user.id, 2) == 2  # "event 0" and the provisional
+            await throttle.succeeded(attempt)  # its row is gone already: nothing to delete
+        else:
+            await throttle.succeeded(attempt)
+            assert await store.trim_events(user.id, 2) == 1
+    kinds = [e.kind for e in await store.select_events_of_user(user.id, 50)]
+    assert kinds == ["event 2", "event 1"]  # the provisional event is gone either way
+    stored_keys = {key for (key,) in rows(app, "SELECT key FROM throttle")}
+    assert attempt.clear and stored_keys.isdisjoint(attempt.clear)  # the throttle cleared
+
+
 async def test_ownerless_events_go_after_a_throttle_window(app: Quart, user: User) -> None:
     """Failed sign-ins of unknown emails leave events with no owner (equal cost); the purge
     drops them once their window is over, and keeps accounts' events to EVENT_RETENTION."""

@@ -308,14 +308,16 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def _header(run: dict[str, Any]) -> list[str]:
     s = run["settings"]
     return [
-        f"# Bench {run['started']} ({run['mode']} mode, {s['rounds']} rounds)",
+        f"# Bench {run['started']} ({run['mode']} mode, {s['rounds']} rounds; "
+        f"{s.get('browsing_rounds', s['rounds'])} of GET /protected)",
         "",
         f"{run['cpus']} CPUs, {run['workers']} Hypercorn workers (hypercorn.toml as users run it;",
         "the access log is formatted but sent to /dev/null), bcrypt cost "
         f"{run['bcrypt_cost']}, wrk timeout {s['page_timeout']} s in scenario 1 (a slower "
         f"request counts as a timeout error), {s['wrk_timeout']} s for paced browsing, "
         f"{s['storm_timeout']} s for sign-ins.",
-        "Figures are `median [min..max]` over rounds; ratios are paired per round (A B A B).",
+        "Figures are `median [min..max]` over rounds; ratios are paired per round (A B, then"
+        " B A in scenario 1).",
         "Errors are `non-2xx/3xx / socket (connect+read+write+timeout)`, summed over rounds.",
         "The machine is shared and noisy: trust the ratios more than the absolute figures.",
     ]

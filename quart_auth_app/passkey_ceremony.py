@@ -35,6 +35,7 @@ from .devices import derive_key
 from .errors import AppError, invalid_input
 from .sessions import client_meta
 from .store import NewEvent, Passkey, User
+from .validation import showable
 
 log = logging.getLogger(__name__)
 
@@ -166,15 +167,16 @@ def parse_credential(parse: Callable[[dict[str, Any]], Any], credential: Any) ->
 
 
 def clean_name(raw: Any, required: bool) -> str:
-    """A passkey's name: trimmed, NFC, whitespace runs as one space, printable, at most
-    NAME_MAX characters; "" if left out (and not `required`)."""
+    """A passkey's name: trimmed, NFC, whitespace runs as one space, showable as account
+    names are (ZWNJ and ZWJ kept, controls and bidi overrides refused), at most NAME_MAX
+    characters; "" if left out (and not `required`)."""
     problem = f"Please give a name of at most {NAME_MAX} characters, without control characters."
     if raw is None:
         raw = ""
     if not isinstance(raw, str) or len(raw) > 4 * NAME_MAX:  # bounded before normalising
         raise invalid_input({"name": problem})
     name = " ".join(unicodedata.normalize("NFC", raw).split())
-    if len(name) > NAME_MAX or not name.isprintable():
+    if len(name) > NAME_MAX or not showable(name):
         raise invalid_input({"name": problem})
     if not name and required:
         raise invalid_input({"name": "Please enter a name."})

@@ -48,7 +48,10 @@ def _printable(value: str, refused: frozenset[str] = CONTROL) -> bool:
     return not any(unicodedata.category(ch) in refused for ch in value)
 
 
-def _showable(name: str) -> bool:
+def showable(name: str) -> bool:
+    """Whether a name (an account's, a passkey's) may be shown to people as it is: no control,
+    unassigned or private-use characters, no line breaks, no bidi controls; ZWNJ and ZWJ
+    (Persian, emoji) are fine."""
     return _printable(name, NOT_IN_NAMES) and BIDI_CONTROLS.isdisjoint(name)
 
 
@@ -101,7 +104,7 @@ def check_email(value: str) -> str:
 def check_name(value: str, email: str) -> str:
     """The display name (the email's local part when empty), or ValidationFailed."""
     name = bounded_nfc(value, NAME_MAX)
-    if name is None or len(name) > NAME_MAX or not _showable(name):
+    if name is None or len(name) > NAME_MAX or not showable(name):
         raise ValidationFailed(
             {"name": f"Use at most {NAME_MAX} characters, without control characters."}
         )

@@ -104,7 +104,7 @@ async def test_failed_sign_ins_take_the_same_time_for_known_and_unknown(
     """Sign test over interleaved pairs, in random order within each pair: with equal cost
     the known one is the slower about half the time (the review saw 21 of 24). The known
     account holds a full history of events: a path that read it (the old per-insert trim)
-    made it ~1 ms slower on both engines, 50+ of 60 pairs."""
+    made it ~1 ms slower on both engines, 48 and 56 of 60 pairs in two runs."""
     await at_the_event_cap(app, user)
     pairs = 60
     client = app.test_client()

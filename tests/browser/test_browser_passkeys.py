@@ -74,6 +74,16 @@ def authenticator(context: BrowserContext, page: Page) -> tuple[Any, str]:
     return cdp, added["authenticatorId"]
 
 
+# Marks the page once passkeys.js has asked for a passkey in the email field's autofill.
+MARK_AUTOFILL = """
+const get = navigator.credentials.get.bind(navigator.credentials);
+navigator.credentials.get = (options) => {
+  if (options && options.mediation === "conditional") window.autofillWaiting = true;
+  return get(options);
+};
+"""
+
+
 def present(cdp: Any, authenticator_id: str, enabled: bool) -> None:
     cdp.send(
         "WebAuthn.setAutomaticPresenceSimulation",
@@ -110,8 +120,13 @@ def test_add_a_passkey_sign_out_and_sign_in_with_it(
     assert body is not None and '"Test laptop"' in body.get_content()
 
     present(cdp, authenticator_id, False)  # the autofill request made on /login waits
+    page.add_init_script(MARK_AUTOFILL)
     log_out(page)
     expect(page.get_by_label("Email")).to_have_attribute("autocomplete", "username webauthn")
+    # Only once the autofill request is waiting may the authenticator answer: a request
+    # made after this (its options fetched late) would be answered at once, sign in and
+    # leave the page before the button is used (seen once in eight CI runs).
+    page.wait_for_function("window.autofillWaiting === true")
     present(cdp, authenticator_id, True)
     # the button aborts the waiting autofill request and asks with fresh options
     with page.expect_request(re.compile(r"/api/passkeys/login/options$")):

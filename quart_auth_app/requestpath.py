@@ -73,12 +73,11 @@ def on_response(app: Quart, step: ResponseStep) -> None:
     steps: list[ResponseStep] | None = app.extensions.get(STEPS)
     if steps is None:
         steps = app.extensions[STEPS] = []
-        registered = steps
 
         @app.after_request
         async def finish(response: Response) -> Response:
             current = request_ctx.request
-            for each in registered:
+            for each in steps:
                 each(current, response)
             return response
 

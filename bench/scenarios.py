@@ -18,8 +18,8 @@ from quart_auth_app.passwords import check_password, hash_password
 
 from . import prepare
 from .measure import Sample, measure, measure_pair
-from .server import APP, HELLO, QUART_HELLO, Server, start
-from .settings import Settings
+from .server import APP, FLOOR, HELLO, QUART_HELLO, Server, start
+from .settings import RATIO_JUDGED_UP_TO, Settings
 
 Log = Callable[[str], None]
 
@@ -60,7 +60,8 @@ class Bench:
 
 
 def setup(bench: Bench) -> None:
-    """Prepare the small and the large database, then start hello, app and app-large."""
+    """Prepare the small and the large database, then start the hellos, the floor, the app
+    and the app on the large database."""
     s = bench.settings
     for name, filler in (("small", 0), ("large", s.large_sessions - s.sessions)):
         path = bench.workdir / f"{name}.sqlite3"
@@ -75,7 +76,9 @@ def setup(bench: Bench) -> None:
     hello_env = bench.env(bench.workdir / "unused.sqlite3")
     bench.servers["hello"] = start("hello", HELLO, hello_env, bench.workdir)
     bench.servers["quart"] = start("quart", QUART_HELLO, hello_env, bench.workdir)
-    bench.servers["app"] = start("app", APP, bench.env(bench.databases["small"]), bench.workdir)
+    small = bench.env(bench.databases["small"])
+    bench.servers["floor"] = start("floor", FLOOR, small, bench.workdir)
+    bench.servers["app"] = start("app", APP, small, bench.workdir)
     bench.servers["large"] = start("large", APP, bench.env(bench.databases["large"]), bench.workdir)
     for name, server in bench.servers.items():
         token = "small" if name != "large" else "large"
@@ -99,15 +102,18 @@ def _protected(bench: Bench, name: str, connections: int, duration: int) -> Samp
 
 
 def browsing(bench: Bench) -> None:
-    """Scenarios 1 and 5: hello, Quart hello, /protected, /protected on a million sessions.
+    """Scenarios 1 and 5: hello, Quart hello, /protected, /protected on a million sessions,
+    and the floor (`bench/floor.py`) at the counts target 1 judges.
 
     The Quart hello and the app swap places every other round (A B, then B A), so a drift
-    of the machine's speed within a round favours neither of them in the paired ratios."""
+    of the machine's speed within a round favours neither of them in the paired ratios;
+    the floor runs between them."""
     s = bench.settings
     for round_ in range(1, s.browsing_rounds + 1):
         for connections in s.connections:
-            pair = ["quart", "app"] if round_ % 2 else ["app", "quart"]
-            names = ["hello", *pair]
+            judged = connections <= RATIO_JUDGED_UP_TO
+            trio = ["quart", "floor", "app"] if judged else ["quart", "app"]
+            names = ["hello", *(trio if round_ % 2 else reversed(trio))]
             names += ["large"] if connections == s.growth_connections else []
             for name in names:
                 sample = _protected(bench, name, connections, s.duration)

@@ -22,6 +22,7 @@ LAUNCHER = [sys.executable, "-m", "quart_auth_app.serve"]
 HELLO_LAUNCHER = [sys.executable, "-m", "bench.launch"]  # the same sockets and access log
 HELLO = "bench.hello:app"
 QUART_HELLO = "bench.hello:create_quart_hello()"
+FLOOR = "bench.floor:create_floor()"  # target 1's floor: the work every page must do
 TICK = os.sysconf("SC_CLK_TCK")
 
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Target 1 judges the ratio to the Quart hello up to this many connections (errors and the
+# slowest request above it).
+RATIO_JUDGED_UP_TO = 256
+
 
 @dataclass(frozen=True)
 class Settings:

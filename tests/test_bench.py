@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -17,8 +18,11 @@ import pytest
 
 from bench import prepare, wrk
 from bench.__main__ import run
+from bench.floor import create_floor
 from bench.server import APP, QUART_HELLO, start
+from quart_auth_app import create_app
 from quart_auth_app.passwords import BCRYPT_NICE, Hasher
+from quart_auth_app.security import PRIVATE_HEADERS
 from quart_auth_app.store.sqlite import SQLiteStore
 
 needs_wrk = pytest.mark.skipif(not wrk.available(), reason="wrk is not installed")
@@ -176,11 +180,14 @@ def test_quick_bench_runs_end_to_end(tmp_path: Path) -> None:
     written = json.loads((tmp_path / "latest-quick.json").read_text())
     assert (tmp_path / "latest-quick.md").read_text().startswith("# Bench ")
     summary, samples = written["summary"], written["samples"]
-    assert {s["server"] for s in samples["protected"]} == {"hello", "quart", "app", "large"}
+    servers = {"hello", "quart", "floor", "app", "large"}
+    assert {s["server"] for s in samples["protected"]} == servers
     for row in summary["browsing"]:
         assert row["rps"]["median"] > 0
         assert row["ratio"]["median"] > 0
         assert sum(row["errors"].values()) == 0  # valid sessions: every answer a 200
+        assert row["floor_cpu_ratio_to_quart"]["median"] > 0  # target 1's floor beside it
+        assert sum(row["floor_errors"].values()) == 0
     for sample in samples["protected"]:
         assert sample["wrk"]["requests"] > 0
         assert len(sample["worker_cpu_seconds"]) == written["workers"]
@@ -219,6 +226,45 @@ def test_quick_bench_runs_one_scenario(tmp_path: Path) -> None:
     verdicts = {t["what"].split(":")[0]: t["met"] for t in written["summary"]["targets"]}
     assert verdicts["7"] in (True, False)
     assert verdicts["2"] is verdicts["3"] is verdicts["4"] is verdicts["5"] is None
+
+
+def test_the_floor_serves_the_apps_page_and_refuses_what_the_app_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Target 1's floor (bench/floor.py) must do the work the app's page does: the same
+    bytes and security headers for a live session, and no page for a missing, unknown,
+    expired or pre-password-change session (else its ratio would flatter the limit)."""
+    db = tmp_path / "db.sqlite3"
+    prepare.create(db, 3, 4)
+    live, expired, old_epoch = prepare.add_sessions(db, 3, 3)
+    with sqlite3.connect(db) as raw:
+        raw.execute("UPDATE sessions SET expires_at = 1 WHERE user_id = 2")
+        raw.execute("UPDATE users SET epoch = epoch + 1 WHERE id = 3")
+    monkeypatch.setenv("QUART_DATABASE", str(db))
+    asyncio.run(_compare_floor_and_app(str(db), live, [expired, old_epoch]))
+
+
+async def _compare_floor_and_app(db: str, live: str, dead: list[str]) -> None:
+    floor = create_floor()
+    app = create_app({"DATABASE": db, "SECRET_KEY": "k" * 32, "THROTTLE_ENABLED": False})
+    async with floor.test_app() as floor_app, app.test_app() as test_app:
+        pages = []
+        for served in (floor_app, test_app):
+            client = served.test_client()
+            client.set_cookie("localhost", "session", live)
+            pages.append(await client.get("/protected"))
+        floor_page, app_page = pages
+        assert floor_page.status_code == app_page.status_code == 200
+        assert await floor_page.get_data() == await app_page.get_data()
+        for name, value in PRIVATE_HEADERS:
+            assert floor_page.headers[name] == app_page.headers[name] == value
+        for token in ("", *dead, "x" * 43, "é" * 20, "x" * 200):
+            client = floor_app.test_client()
+            if token:
+                client.set_cookie("localhost", "session", token)
+            refused = await client.get("/protected")
+            assert refused.status_code == 302, token
+            assert refused.headers["Location"] == "/login?next=/protected"
 
 
 async def test_write_cancelled_at_begin_does_not_wedge_the_writer(tmp_path: Path) -> None:

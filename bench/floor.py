@@ -1,0 +1,98 @@
+"""The floor of target 1: what every signed-in page must cost, in a bare Quart app.
+
+`GET /protected` here does only the work no implementation of SPEC §5-§7 can skip, with
+the app's own fastest parts: the session row (and its user) read through the app's store
+(reads batched per loop turn), the expiry, epoch and idle checks, the same page rendered
+from the same templates by a plain synchronous Jinja environment, the same security
+headers, and the app's collector thresholds. It has none of the app's machinery: no
+session interface, no before- or after-request hooks (cross-origin check, metrics), no
+context processor, no flashes. The bench serves it beside the app and the Quart hello:
+the app's ratio to the Quart hello can only come as close to 0.80 x as this floor's
+allows, and the gap between the app and the floor is what its machinery costs.
+Served by `bench.launch`, as the hellos are.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from hypercorn.config import Config
+from jinja2 import Environment, FileSystemLoader
+from quart import Quart, Response, redirect, request
+
+from quart_auth_app.config import DEFAULTS
+from quart_auth_app.requestpath import GC_THRESHOLDS
+from quart_auth_app.security import PRIVATE_HEADERS
+from quart_auth_app.serve import RedactingLogger
+from quart_auth_app.sessions import MAX_COOKIE_LENGTH, hash_token
+from quart_auth_app.store import Store, open_store
+
+from .server import ROOT
+
+Config.logger_class = RedactingLogger
+
+
+@dataclass(frozen=True)
+class Site:
+    """The layout's links, as the app builds them at its root path (`templating.SiteURLs`)."""
+
+    home: str = "/"
+    style: str = "/static/style.css"
+    script: str = "/static/app.js"
+    protected: str = "/protected"
+    account: str = "/account"
+    logout: str = "/logout"
+    login: str = "/login"
+    register: str = "/register"
+
+
+def create_floor() -> Quart:
+    """The floor app on the database named by QUART_DATABASE (the app's schema and rows)."""
+    floor = Quart(__name__)
+    pages = Environment(loader=FileSystemLoader(ROOT / "templates"), autoescape=True)
+    template = pages.get_template("protected.html")
+    site = Site()
+    idle = float(DEFAULTS["SESSION_IDLE_TIMEOUT"])
+    stores: list[Store] = []
+
+    @floor.before_serving
+    async def open_database() -> None:
+        store = open_store({"DATABASE": os.environ["QUART_DATABASE"]})
+        await store.open()
+        stores.append(store)
+        gc.set_threshold(*GC_THRESHOLDS)
+
+    @floor.after_serving
+    async def close_database() -> None:
+        for store in stores:
+            await store.close()
+
+    @floor.get("/healthz")
+    async def healthz() -> str:
+        return "ok\n"
+
+    # Named as the app's route, so the layout marks the same link as the current page.
+    @floor.get("/protected", endpoint="pages.protected")
+    async def protected() -> Any:
+        token = request.cookies.get("session", "")
+        readable = 0 < len(token) <= MAX_COOKIE_LENGTH and token.isascii()
+        record = await stores[0].select_session_by_hash(hash_token(token)) if readable else None
+        now = time.time()
+        user = record.user if record is not None else None
+        if (
+            record is None
+            or user is None
+            or record.expires_at <= now
+            or user.epoch != record.epoch
+            or not (record.remember or record.last_seen > now - idle)
+        ):
+            return redirect("/login?next=/protected")
+        context = {"site": site, "request": request, "current_user": user, "user": user}
+        html = template.render(context, flashes=(), error=None)
+        return Response(html, headers=PRIVATE_HEADERS)
+
+    return floor

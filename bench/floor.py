@@ -53,7 +53,11 @@ class Site:
 def create_floor() -> Quart:
     """The floor app on the database named by QUART_DATABASE (the app's schema and rows)."""
     floor = Quart(__name__)
-    pages = Environment(loader=FileSystemLoader(ROOT / "templates"), autoescape=True)
+    # Templates are not reloaded, as in the app when not debugging (else every render asks
+    # the file system whether base.html, which the page extends, changed).
+    pages = Environment(
+        loader=FileSystemLoader(ROOT / "templates"), autoescape=True, auto_reload=False
+    )
     template = pages.get_template("protected.html")
     site = Site()
     idle = float(DEFAULTS["SESSION_IDLE_TIMEOUT"])

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from . import prepare
 from .__main__ import raise_file_limit
-from .server import APP, HELLO, QUART_HELLO, ROOT, start
+from .server import APP, FLOOR, HELLO, QUART_HELLO, ROOT, start
 from .wrk import Wrk
 
 PY_SPY = Path(sys.executable).parent / "py-spy"
-SERVERS = {"app": APP, "quart": QUART_HELLO, "hello": HELLO}
+SERVERS = {"app": APP, "floor": FLOOR, "quart": QUART_HELLO, "hello": HELLO}
 PACKAGES = [
     "quart_auth_app",
     "quart_schema",

@@ -18,7 +18,7 @@ from quart_auth_app.passwords import check_password, hash_password
 
 from . import prepare
 from .measure import Sample, measure, measure_pair
-from .server import APP, FLOOR, HELLO, QUART_HELLO, Server, start
+from .server import APP, FLOOR, HELLO, QUART_HELLO, Server, page_status, start
 from .settings import RATIO_JUDGED_UP_TO, Settings
 
 Log = Callable[[str], None]
@@ -85,7 +85,19 @@ def setup(bench: Bench) -> None:
         measure(
             server, "/protected", 8, 1, script="protected.lua", args=(str(bench.tokens[token]),)
         )
+        require_pages(name, server, bench.tokens[token])
         bench.log(f"started {name}: {server.url}, workers {server.workers}")
+
+
+def require_pages(name: str, server: Server, tokens: Path) -> None:
+    """Stop unless the server answers the prepared sessions' first and last token with its
+    page: a server refusing them answers a cheap redirect, which wrk counts as an answer,
+    and every ratio after it would measure the redirect."""
+    known = tokens.read_text().split()
+    for token in (known[0], known[-1]):
+        status = page_status(server, "/protected", token)
+        if status != 200:
+            raise RuntimeError(f"{name}: GET /protected with a prepared session answered {status}")
 
 
 def _protected(bench: Bench, name: str, connections: int, duration: int) -> Sample:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -114,6 +115,17 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=20)
+
+
+def page_status(server: Server, path: str, token: str) -> int:
+    """The status of one GET with the session cookie `token`, a redirect not followed (wrk
+    counts only statuses over 399 as errors: a redirect passes for an answer)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        connection.request("GET", path, headers={"Cookie": f"session={token}"})
+        return connection.getresponse().status
+    finally:
+        connection.close()
 
 
 def _worker_pids(parent: int) -> list[int]:

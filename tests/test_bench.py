@@ -19,7 +19,8 @@ import pytest
 from bench import prepare, wrk
 from bench.__main__ import run
 from bench.floor import create_floor
-from bench.server import APP, QUART_HELLO, start
+from bench.scenarios import require_pages
+from bench.server import APP, FLOOR, QUART_HELLO, page_status, start
 from quart_auth_app import create_app
 from quart_auth_app.passwords import BCRYPT_NICE, Hasher
 from quart_auth_app.security import PRIVATE_HEADERS
@@ -167,6 +168,23 @@ def test_the_hellos_are_served_the_way_the_app_is(tmp_path: Path) -> None:
         started = [line for line in server.log.read_text().splitlines() if "Running on" in line]
         assert len(started) == 2
         assert all(json.loads(line)["message"].startswith("Running on") for line in started)
+    finally:
+        server.stop()
+
+
+@pytest.mark.integration
+def test_page_status_tells_the_page_from_a_redirect(tmp_path: Path) -> None:
+    """The bench stops unless its servers answer the prepared sessions with the page: wrk
+    counts a redirect as an answer, so a server refusing them would look fast."""
+    db = tmp_path / "db.sqlite3"
+    prepare.create(db, 2, 4)
+    [token] = prepare.add_sessions(db, 2, 1)
+    server = start("floor", FLOOR, {"QUART_DATABASE": str(db)}, tmp_path)
+    try:
+        assert page_status(server, "/protected", token) == 200
+        assert page_status(server, "/protected", token[::-1]) == 302
+        with pytest.raises(RuntimeError, match="answered 302"):
+            require_pages("floor", server, prepare.write_tokens(tmp_path / "bad", ["x" * 43]))
     finally:
         server.stop()
 

@@ -9,7 +9,6 @@ import hmac
 import logging
 import re
 import secrets
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +34,7 @@ from .devices import derive_key
 from .errors import AppError, invalid_input
 from .sessions import client_meta
 from .store import NewEvent, Passkey, User
-from .validation import showable
+from .validation import bounded_nfc, showable
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +172,10 @@ def clean_name(raw: Any, required: bool) -> str:
     problem = f"Please give a name of at most {NAME_MAX} characters, without control characters."
     if raw is None:
         raw = ""
-    if not isinstance(raw, str) or len(raw) > 4 * NAME_MAX:  # bounded before normalising
+    normalised = bounded_nfc(raw, NAME_MAX) if isinstance(raw, str) else None
+    if normalised is None:  # not text, or too long to be worth normalising
         raise invalid_input({"name": problem})
-    name = " ".join(unicodedata.normalize("NFC", raw).split())
+    name = " ".join(normalised.split())
     if len(name) > NAME_MAX or not showable(name):
         raise invalid_input({"name": problem})
     if not name and required:

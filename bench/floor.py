@@ -2,9 +2,10 @@
 
 `GET /protected` here does only the work no implementation of SPEC §5-§7 can skip, with
 the app's own fastest parts: the session row (and its user) read through the app's store
-(reads batched per loop turn), the expiry, epoch and idle checks, the same page rendered
-from the same templates by a plain synchronous Jinja environment, the same security
-headers, and the app's collector thresholds. It has none of the app's machinery: no
+(reads batched per loop turn), the app's expiry, epoch and idle checks
+(`ServerSessionInterface.alive`), the same page rendered from the same templates by a
+plain synchronous Jinja environment, the same security headers, and the app's collector
+thresholds. It has none of the app's machinery: no
 session interface, no before- or after-request hooks (cross-origin check, metrics), no
 context processor, no flashes. The bench serves it beside the app and the Quart hello:
 the app's ratio to the Quart hello can only come as close to 0.80 x as this floor's
@@ -17,37 +18,37 @@ from __future__ import annotations
 import gc
 import os
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from hypercorn.config import Config
 from jinja2 import Environment, FileSystemLoader
 from quart import Quart, Response, redirect, request
+from werkzeug.datastructures import Headers
 
 from quart_auth_app.config import DEFAULTS
 from quart_auth_app.requestpath import GC_THRESHOLDS
 from quart_auth_app.security import PRIVATE_HEADERS
 from quart_auth_app.serve import RedactingLogger
-from quart_auth_app.sessions import MAX_COOKIE_LENGTH, hash_token
+from quart_auth_app.sessions import MAX_COOKIE_LENGTH, ServerSessionInterface, hash_token
 from quart_auth_app.store import Store, open_store
+from quart_auth_app.templating import SiteURLs
 
 from .server import ROOT
 
 Config.logger_class = RedactingLogger
 
 
-@dataclass(frozen=True)
-class Site:
-    """The layout's links, as the app builds them at its root path (`templating.SiteURLs`)."""
-
-    home: str = "/"
-    style: str = "/static/style.css"
-    script: str = "/static/app.js"
-    protected: str = "/protected"
-    account: str = "/account"
-    logout: str = "/logout"
-    login: str = "/login"
-    register: str = "/register"
+# The layout's links as the app builds them at its root path.
+SITE = SiteURLs(
+    home="/",
+    style="/static/style.css",
+    script="/static/app.js",
+    protected="/protected",
+    account="/account",
+    logout="/logout",
+    login="/login",
+    register="/register",
+)
 
 
 def create_floor() -> Quart:
@@ -59,8 +60,7 @@ def create_floor() -> Quart:
         loader=FileSystemLoader(ROOT / "templates"), autoescape=True, auto_reload=False
     )
     template = pages.get_template("protected.html")
-    site = Site()
-    idle = float(DEFAULTS["SESSION_IDLE_TIMEOUT"])
+    floor.config["SESSION_IDLE_TIMEOUT"] = DEFAULTS["SESSION_IDLE_TIMEOUT"]
     stores: list[Store] = []
 
     @floor.before_serving
@@ -85,18 +85,15 @@ def create_floor() -> Quart:
         token = request.cookies.get("session", "")
         readable = 0 < len(token) <= MAX_COOKIE_LENGTH and token.isascii()
         record = await stores[0].select_session_by_hash(hash_token(token)) if readable else None
-        now = time.time()
-        user = record.user if record is not None else None
         if (
             record is None
-            or user is None
-            or record.expires_at <= now
-            or user.epoch != record.epoch
-            or not (record.remember or record.last_seen > now - idle)
+            or record.user is None
+            or not ServerSessionInterface.alive(floor, record, time.time())
         ):
             return redirect("/login?next=/protected")
-        context = {"site": site, "request": request, "current_user": user, "user": user}
+        user = record.user
+        context = {"site": SITE, "request": request, "current_user": user, "user": user}
         html = template.render(context, flashes=(), error=None)
-        return Response(html, headers=PRIVATE_HEADERS)
+        return Response(html, headers=Headers(PRIVATE_HEADERS))  # as Response would make it
 
     return floor

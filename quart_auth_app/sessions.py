@@ -166,7 +166,7 @@ class ServerSessionInterface(SessionInterface):
             session.unavailable = True
             return session
         now = clock.now(app)
-        if record is None or not self._alive(app, record, now):
+        if record is None or not self.alive(app, record, now):
             return self._stale()
         return ServerSession(record)
 
@@ -177,7 +177,9 @@ class ServerSessionInterface(SessionInterface):
         return session
 
     @staticmethod
-    def _alive(app: Quart, record: SessionRecord, now: float) -> bool:
+    def alive(app: Quart, record: SessionRecord, now: float) -> bool:
+        """Whether a stored session still counts: not past its absolute expiry, made since
+        its user's credentials last changed, not idle too long unless remembered."""
         if record.expires_at <= now:
             return False
         if record.user is not None and record.user.epoch != record.epoch:

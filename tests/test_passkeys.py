@@ -16,6 +16,7 @@ import hashlib
 import json
 import secrets
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -748,6 +749,56 @@ async def test_rename_on_the_account_page(app: Quart, ada: QuartClient, key: Aut
         page = await (await ada.get("/account")).get_data(as_text=True)
         assert "flash-danger" in page
     assert rows(app, "SELECT name FROM passkeys") == [("Laptop",)]
+
+
+async def test_a_huge_name_is_refused_before_it_is_normalised(
+    app: Quart, ada: QuartClient, key: Authenticator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One request's cost: NFC of combining marks is the costly step, and a name far over
+    the limit never reaches it (at most 4 x 64 characters are normalised)."""
+    normalised: list[int] = []
+    normalize = unicodedata.normalize
+
+    def counting(form: Any, value: str) -> str:
+        normalised.append(len(value))
+        return normalize(form, value)
+
+    monkeypatch.setattr(unicodedata, "normalize", counting)
+    marks = "\u0301\u0316" * 2_000  # 24 KB of form body, under MAX_CONTENT_LENGTH
+    response = await ada.post(f"/account/passkeys/{key.id}/rename", form={"name": marks})
+    assert response.status_code == 303
+    response = await register(ada, Authenticator(), name=marks)
+    await error_body(response, 400, "invalid_input")
+    assert all(n <= 4 * 64 for n in normalised)
+    assert rows(app, "SELECT name FROM passkeys") == [("Passkey 1",)]
+
+
+async def test_two_renames_at_once_leave_one_of_the_names(
+    app: Quart, ada: QuartClient, key: Authenticator
+) -> None:
+    path = f"/account/passkeys/{key.id}/rename"
+    for round_ in range(5):
+        names = [f"Laptop {round_}", f"Phone {round_}"]
+        responses = await asyncio.gather(*(ada.post(path, form={"name": n}) for n in names))
+        assert [r.status_code for r in responses] == [303, 303]
+        [(stored,)] = rows(app, "SELECT name FROM passkeys")
+        assert stored in names
+
+
+async def test_a_rename_racing_the_removal_does_not_bring_the_passkey_back(
+    app: Quart, ada: QuartClient, key: Authenticator, user: User
+) -> None:
+    """Whichever lands first, the passkey is gone afterwards: a rename after the removal
+    changes no row (the page says there is no such passkey), one before it is removed."""
+    rename = ada.post(f"/account/passkeys/{key.id}/rename", form={"name": "Late"})
+    remove = ada.delete(f"/api/passkeys/{key.id}")
+    renamed, removed = await asyncio.gather(rename, remove)
+    assert removed.status_code == 204
+    assert renamed.status_code in (302, 303)  # 302: its session ended with the removal
+    assert rows(app, "SELECT count(*) FROM passkeys") == [(0,)]
+    assert events(app, user, "passkey removed") == 1
+    response, _ = await sign_in_with(app, key)
+    await error_body(response, 400, "invalid_credential")
 
 
 async def test_remove_on_the_account_page_asks_for_the_password_then_comes_back(
